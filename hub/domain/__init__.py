@@ -1,0 +1,1 @@
+"""Domain types and the error tree. Standard library only."""

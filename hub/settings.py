@@ -1,0 +1,76 @@
+"""Settings: one pydantic-settings object, read once in bootstrap and passed down.
+
+Environment variables use the ``HUB_`` prefix and ``__`` for nesting, e.g.
+``HUB_KAFKA_BOOTSTRAP=host:9092`` or ``HUB_BROKER__HEAP=512m``. Unknown keys are an error.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KAFKA_VERSION = "4.1.1"
+
+
+def _default_home() -> Path:
+    return Path.home() / ".local" / "state" / "hub"
+
+
+def _default_cache() -> Path:
+    return Path.home() / ".cache" / "hub"
+
+
+class BrokerSettings(BaseModel):
+    """The local single-node KRaft broker that ``hub broker start`` runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kafka_version: str = KAFKA_VERSION
+    port: int = 19092
+    controller_port: int = 19093
+    heap: str = "512m"
+    node_id: int = 1
+    start_timeout_s: float = 90.0
+
+
+class RegistrySettings(BaseModel):
+    """The Confluent-compatible schema registry that ``hub registry serve`` runs."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = 18081
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="HUB_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    home: Path = Field(default_factory=_default_home, description="the hub's state directory")
+    cache_dir: Path = Field(default_factory=_default_cache, description="downloaded Kafka jars")
+    kafka_bootstrap: str | None = Field(
+        default=None, description="an existing Kafka cluster; when set, no local broker is used"
+    )
+    registry_url: str | None = Field(
+        default=None, description="an existing schema registry; default: the hub's own"
+    )
+    database_url: str | None = Field(
+        default=None, description="the hub database; default: SQLite under HUB_HOME"
+    )
+    broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap or f"127.0.0.1:{self.broker.port}"
+
+    @property
+    def schema_registry_url(self) -> str:
+        return self.registry_url or f"http://{self.registry.host}:{self.registry.port}"
+
+    @property
+    def hub_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'hub.db'}"
