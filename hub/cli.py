@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import sys
 
+import pydantic
 import typer
 
-from hub.domain.errors import HubError
+from hub import bootstrap, logsetup
+from hub.domain.errors import HubError, InfraError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="The reducing-reoffending data-sharing hub.")
 broker_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (KRaft, single node).")
@@ -20,9 +22,88 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(schemas_app, name="schemas")
 
 
+# -- broker ------------------------------------------------------------------------------------
+
+
+def _progress_printer():  # type: ignore[no-untyped-def]
+    from rich.console import Console
+
+    console = Console(stderr=True)
+
+    def show(count: int, artifact: str) -> None:
+        console.print(f"[dim]downloaded {count:3d}[/dim] {artifact}", highlight=False)
+
+    return show
+
+
+@broker_app.command("fetch")
+def broker_fetch() -> None:
+    """Resolve Apache Kafka's jars through Maven into the cache (once)."""
+    from hub.adapters import broker
+
+    s = bootstrap.settings()
+    if broker.jars_ready(s):
+        typer.echo(f"Kafka {s.broker.kafka_version} jars already cached in {broker.jars_dir(s)}")
+        return
+    typer.echo(f"fetching Apache Kafka {s.broker.kafka_version} from Maven Central...", err=True)
+    path = broker.fetch_jars(s, _progress_printer())
+    typer.echo(f"Kafka {s.broker.kafka_version} jars cached in {path}")
+
+
+@broker_app.command("start")
+def broker_start() -> None:
+    """Start the local broker (idempotent); returns once it answers a metadata request."""
+    from hub.adapters import broker
+
+    s = bootstrap.settings()
+    if s.kafka_bootstrap:
+        if not broker.answers_metadata(s.kafka_bootstrap, timeout=10):
+            raise InfraError(f"HUB_KAFKA_BOOTSTRAP={s.kafka_bootstrap} does not answer")
+        typer.echo(f"using the existing cluster at {s.kafka_bootstrap} (HUB_KAFKA_BOOTSTRAP)")
+        return
+    status = broker.LocalBroker(s).start(_progress_printer())
+    typer.echo(f"broker {status.describe()} [plaintext: development mode]")
+
+
+@broker_app.command("stop")
+def broker_stop() -> None:
+    """Stop the local broker cleanly."""
+    from hub.adapters import broker
+
+    stopped = broker.LocalBroker(bootstrap.settings()).stop()
+    typer.echo("broker stopped" if stopped else "broker was not running")
+
+
+@broker_app.command("status")
+def broker_status() -> None:
+    """Say whether the local broker runs and answers; exit 1 when it does not."""
+    from hub.adapters import broker
+
+    status = broker.LocalBroker(bootstrap.settings()).status()
+    typer.echo(f"broker {status.describe()}")
+    if not status.answering:
+        raise typer.Exit(1)
+
+
+@broker_app.command("logs")
+def broker_logs(lines: int = typer.Option(50, "--lines", "-n", help="how many lines")) -> None:
+    """Print the end of the local broker's log."""
+    from hub.adapters import broker
+
+    for line in broker.LocalBroker(bootstrap.settings()).logs(lines):
+        typer.echo(line)
+
+
 def main() -> None:
     try:
+        logsetup.configure(bootstrap.settings().log_level)
         app()
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(
+            f"HUB_{'__'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        typer.secho(f"error: configuration: {problems}", fg=typer.colors.RED, err=True)
+        sys.exit(2)
     except HubError as exc:
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         sys.exit(exc.exit_code)

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="the hub database; default: SQLite under HUB_HOME"
     )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    topic_prefix: str = Field(
+        default="", description="prepended to every topic name (tests, shared clusters)"
+    )
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
 

@@ -1,0 +1,122 @@
+"""Events to bytes and back: the catalogue's schemas, registered ids and the Confluent wire format.
+
+``AvroCodec.encode`` validates against the catalogue schema before encoding; ``decode`` reads with
+the writer's schema (looked up by id) resolved into the catalogue's current reader schema, so a
+consumer keeps working while partners roll out BACKWARD-compatible versions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from fastavro import parse_schema
+from fastavro.schema import SchemaParseException
+
+from hub.domain.errors import SerdeError, ValidationError
+from hub.ports import SchemaRegistry
+from hub.serde import wire
+from hub.serde.catalogue import Catalogue
+
+
+class AvroCodec:
+    def __init__(self, catalogue: Catalogue, registry: SchemaRegistry) -> None:
+        self.catalogue = catalogue
+        self.registry = registry
+        self._ids: dict[str, int] = {}
+        self._names: dict[str, dict[str, Any]] = {}
+        self._writers: dict[int, tuple[str, Any, Any]] = {}
+
+    # -- registration ------------------------------------------------------------------------
+    def register_all(self) -> dict[str, int]:
+        """Register every catalogue schema under its record name (record name strategy)."""
+        for name in self.catalogue.names():
+            self.schema_id(name)
+        return dict(self._ids)
+
+    def schema_id(self, name: str) -> int:
+        schema_id = self._ids.get(name)
+        if schema_id is None:
+            schema_id = self.registry.register(name, self.catalogue.canonical_json(name))
+            self._ids[name] = schema_id
+        return schema_id
+
+    # -- encode ------------------------------------------------------------------------------
+    def validate(self, record: Mapping[str, Any]) -> str:
+        """Check ``record`` against its catalogue schema; return its Avro name."""
+        event_type = _event_type(record)
+        try:
+            name = self.catalogue.name_for(event_type)
+        except KeyError:
+            raise ValidationError(
+                f"envelope.event_type: unknown event type {event_type!r}",
+                field="envelope.event_type",
+                reason="unknown_event_type",
+            ) from None
+        parsed = self.catalogue.parsed(name)
+        wire.validate(parsed, record, self._named(name))
+        return name
+
+    def encode(self, record: Mapping[str, Any]) -> bytes:
+        name = self.validate(record)
+        body = wire.encode_body(self.catalogue.parsed(name), record)
+        return wire.frame(self.schema_id(name), body)
+
+    # -- decode ------------------------------------------------------------------------------
+    def decode(
+        self, value: bytes | None, topic: str | None = None, partition: int | None = None,
+        offset: int | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """Decode a framed value into (Avro name, record); every failure is a ``SerdeError``."""
+        where: dict[str, Any] = {"topic": topic, "partition": partition, "offset": offset}
+        schema_id, body = wire.unframe(value, **where)
+        name, writer, reader = self._schemas_for(schema_id, where)
+        record = wire.decode_body(
+            writer, body, self._named(name), reader, schema_id=schema_id, **where
+        )
+        return name, record
+
+    def _schemas_for(self, schema_id: int, where: dict[str, Any]) -> tuple[str, Any, Any]:
+        """(Avro name, writer schema, reader schema or None when they are the same)."""
+        cached = self._writers.get(schema_id)
+        if cached is not None:
+            return cached
+        try:
+            text = self.registry.schema_by_id(schema_id)
+        except SerdeError as exc:
+            raise SerdeError(str(exc), reason=exc.reason, schema_id=schema_id, **where) from exc
+        try:
+            writer_json = json.loads(text)
+            name = writer_json.get("name", "") if isinstance(writer_json, dict) else ""
+            if "." not in name and isinstance(writer_json, dict) and writer_json.get("namespace"):
+                name = f"{writer_json['namespace']}.{name}"
+            if name not in self.catalogue.names():
+                raise SerdeError(
+                    f"schema id {schema_id} is {name or 'not a record'}, not an event of the catalogue",
+                    reason="unknown_event_type", schema_id=schema_id, **where,
+                )
+            current = self.catalogue.parsed(name)
+            if json.loads(self.catalogue.canonical_json(name)) == writer_json:
+                entry = (name, current, None)
+            else:  # an older (or newer) version: resolve it into the current reader schema
+                entry = (name, parse_schema(writer_json), current)
+        except (ValueError, SchemaParseException) as exc:
+            raise SerdeError(f"schema id {schema_id} is not valid Avro: {exc}",
+                             reason="invalid_schema", schema_id=schema_id, **where) from exc
+        self._writers[schema_id] = entry
+        return entry
+
+    def _named(self, name: str) -> dict[str, Any]:
+        names = self._names.get(name)
+        if names is None:
+            names = wire.named_types(self.catalogue.parsed(name))
+            self._names[name] = names
+        return names
+
+
+def _event_type(record: Mapping[str, Any]) -> str:
+    envelope = record.get("envelope")
+    if not isinstance(envelope, Mapping) or not isinstance(envelope.get("event_type"), str):
+        raise ValidationError("envelope.event_type: is missing", field="envelope.event_type")
+    return envelope["event_type"]
