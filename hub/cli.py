@@ -94,6 +94,22 @@ def broker_logs(lines: int = typer.Option(50, "--lines", "-n", help="how many li
         typer.echo(line)
 
 
+# -- registry ----------------------------------------------------------------------------------
+
+
+@registry_app.command("serve")
+def registry_serve(
+    host: str = typer.Option(None, "--host", help="address to listen on [default: 127.0.0.1]"),
+    port: int = typer.Option(None, "--port", help="port to listen on [default: 18081]"),
+) -> None:
+    """Serve the Confluent-compatible schema registry from the hub database."""
+    from hub.adapters.registry_server import serve
+
+    s = bootstrap.settings()
+    s.home.mkdir(parents=True, exist_ok=True)
+    serve(s.hub_database_url, host or s.registry.host, port or s.registry.port)
+
+
 def main() -> None:
     try:
         logsetup.configure(bootstrap.settings().log_level)

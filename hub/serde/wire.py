@@ -166,6 +166,8 @@ def _check(schema: Any, value: Any, path: str, names: dict[str, Any]) -> tuple[s
         return found[0] if len(found) == 1 else (path, f"{_describe(value)} is not a {_type_name(schema)}")
     kind = schema if isinstance(schema, str) else schema["type"]
     logical = None if isinstance(schema, str) else schema.get("logicalType")
+    if value is None and kind != "null":
+        return path, f"is missing (null), expected {_type_name(schema)}"
     if logical == "timestamp-millis":
         if isinstance(value, dt.datetime):
             return None if value.tzinfo is not None else (path, "timestamp needs a timezone (UTC)")
