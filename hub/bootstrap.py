@@ -1,4 +1,4 @@
-"""The one place that reads settings and wires adapters to loops. The CLI and web are shells over it."""
+"""The one place that reads settings and wires adapters to loops; CLI and web are shells."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 error, 2 usage, 3 integrity failure.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pydantic
 import typer
@@ -13,7 +14,9 @@ import typer
 from hub import bootstrap, logsetup
 from hub.domain.errors import HubError, InfraError
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="The reducing-reoffending data-sharing hub.")
+app = typer.Typer(
+    no_args_is_help=True, add_completion=False, help="The reducing-reoffending data-sharing hub."
+)
 broker_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (KRaft, single node).")
 registry_app = typer.Typer(no_args_is_help=True, help="The Confluent-compatible schema registry.")
 schemas_app = typer.Typer(no_args_is_help=True, help="The Avro event catalogue in schemas/.")
@@ -108,6 +111,66 @@ def registry_serve(
     s = bootstrap.settings()
     s.home.mkdir(parents=True, exist_ok=True)
     serve(s.hub_database_url, host or s.registry.host, port or s.registry.port)
+
+
+# -- schemas -----------------------------------------------------------------------------------
+
+
+def _catalogue(root: Path | None):  # type: ignore[no-untyped-def]
+    from hub.serde.catalogue import Catalogue
+
+    return Catalogue.load(root)
+
+
+@schemas_app.command("list")
+def schemas_list(root: Path = typer.Option(None, "--schemas", help="catalogue directory")) -> None:
+    """List the event types of the catalogue."""
+    from rich.console import Console
+    from rich.table import Table
+
+    catalogue = _catalogue(root)
+    table = Table("event type", "Avro name (subject)", "required", "sensitive")
+    for name in catalogue.names():
+        table.add_row(
+            catalogue.event_type_for(name), name,
+            ", ".join(catalogue.required_fields(name)), ", ".join(catalogue.sensitive_fields(name)),
+        )  # fmt: skip
+    Console().print(table)
+
+
+@schemas_app.command("register")
+def schemas_register(
+    root: Path = typer.Option(None, "--schemas", help="catalogue directory"),
+) -> None:
+    """Register every schema of the catalogue with the schema registry (record name strategy)."""
+    from hub import schematool
+    from hub.adapters.schema_registry import HttpSchemaRegistry
+
+    s = bootstrap.settings()
+    ids = schematool.register(_catalogue(root), HttpSchemaRegistry(s.schema_registry_url))
+    typer.echo(f"registered {len(ids)} schemas with {s.schema_registry_url}")
+
+
+@schemas_app.command("check")
+def schemas_check(
+    root: Path = typer.Option(None, "--schemas", help="catalogue directory"),
+    against: Path = typer.Option(
+        None, "--against", help="compare with this copy of the catalogue instead of the registry"
+    ),
+) -> None:
+    """Exit 1 on an amplification risk or a change incompatible with the registered version."""
+    from hub import schematool
+    from hub.adapters.schema_registry import HttpSchemaRegistry
+
+    s = bootstrap.settings()
+    registry = None if against else HttpSchemaRegistry(s.schema_registry_url)
+    report = schematool.check(_catalogue(root), registry=registry, against=against)
+    for problem in report.problems:
+        typer.secho(problem, fg=typer.colors.RED, err=True)
+    if not report.ok:
+        raise typer.Exit(1)
+    where = against or s.schema_registry_url
+    typer.echo(f"{report.checked} schemas checked against {where}: compatible")
 
 
 def main() -> None:

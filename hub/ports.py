@@ -21,5 +21,5 @@ class SchemaRegistry(Protocol):
         ...
 
     def incompatibilities(self, subject: str, schema: str) -> list[str]:
-        """Why ``schema`` may not be registered as the next version of ``subject`` (empty: it may)."""
+        """Why ``schema`` may not be the next version of ``subject`` (empty: it may)."""
         ...

@@ -27,11 +27,15 @@ EVENT_ID_NAMESPACE = uuid.UUID("6f1d7c2e-5b0a-4e8e-9a43-2f0d8b1c9e57")
 
 def event_id_for(agency: str, source_system: str, event_type: str, source_key: str) -> str:
     """The deterministic id of one source record: the same record always gives the same id."""
-    return str(uuid.uuid5(EVENT_ID_NAMESPACE, "\x1f".join((agency, source_system, event_type, source_key))))
+    return str(
+        uuid.uuid5(EVENT_ID_NAMESPACE, "\x1f".join((agency, source_system, event_type, source_key)))
+    )
 
 
 class RecordSink(Protocol):
-    def send(self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]] = ()) -> None: ...
+    def send(
+        self, topic: str, key: bytes | None, value: bytes, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None: ...
 
     def flush(self, timeout: float = 60.0) -> None: ...
 
@@ -44,6 +48,20 @@ def subject(local_id: str, scheme: str, **identifiers: str) -> dict[str, Any]:
         "identifiers": [{"scheme": k, "value": v} for k, v in sorted(identifiers.items()) if v],
         "hub_subject_id": None,
     }
+
+
+def _values_at(value: Any, dotted: str, path: str = "") -> list[tuple[str, Any]]:
+    """The non-null values at a dotted path, through nested records and lists."""
+    if isinstance(value, list):
+        return [
+            hit for i, item in enumerate(value) for hit in _values_at(item, dotted, f"{path}[{i}]")
+        ]
+    if not dotted:
+        return [] if value is None else [(path, value)]
+    if not isinstance(value, Mapping):
+        return []
+    head, _, rest = dotted.partition(".")
+    return _values_at(value.get(head), rest, f"{path}.{head}" if path else head)
 
 
 class Publisher:
@@ -89,14 +107,16 @@ class Publisher:
             name = self.catalogue.name_for(event_type)
         except KeyError:
             raise ValidationError(
-                f"{event_type!r} is not an event type of the catalogue", field="event_type",
+                f"{event_type!r} is not an event type of the catalogue",
+                field="event_type",
                 reason="unknown_event_type",
             ) from None
         fields = [f["name"] for f in self.catalogue.schema(name)["fields"]]
         unknown = sorted(set(payload) - set(fields) - {"envelope", "disclosure"})
         if unknown:
             raise ValidationError(
-                f"{event_type}: {unknown[0]}: is not a field of {name}", field=unknown[0],
+                f"{event_type}: {unknown[0]}: is not a field of {name}",
+                field=unknown[0],
                 reason="unknown_field",
             )
         envelope = {
@@ -133,17 +153,21 @@ class Publisher:
             raise ValidationError(
                 f"{event_type}: envelope.source_agency: {envelope['source_agency']!r} is not "
                 f"this publisher's agency {self.agency!r}",
-                field="envelope.source_agency", reason="source_mismatch",
+                field="envelope.source_agency",
+                reason="source_mismatch",
             )
         if record.get("disclosure") is not None:
             raise ValidationError(
                 f"{event_type}: disclosure: partners may not set it (the router does)",
-                field="disclosure", reason="forged_disclosure",
+                field="disclosure",
+                reason="forged_disclosure",
             )
         for field in self.catalogue.required_fields(name):
             if record.get(field) is None:
                 raise ValidationError(
-                    f"{event_type}: {field}: is required and missing", field=field, reason="required"
+                    f"{event_type}: {field}: is required and missing",
+                    field=field,
+                    reason="required",
                 )
         for path, value, list_name in self._coded_values(name, record):
             codes = self.catalogue.reference(list_name)
@@ -152,20 +176,16 @@ class Publisher:
                     f"{event_type}: {path}: {value!r} is not a code of {list_name} "
                     f"(expected one of: {', '.join(sorted(codes)[:12])}"
                     f"{', ...' if len(codes) > 12 else ''})",
-                    field=path, reason="unknown_code",
+                    field=path,
+                    reason="unknown_code",
                 )
         return name
 
     def _coded_values(self, name: str, record: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
+        """(path, value, list name) of every code in ``record`` that reference data backs."""
         found: list[tuple[str, Any, str]] = []
         for field, list_name in self.catalogue.reference_fields(name).items():
-            value: Any = record
-            for part in field.split("."):
-                value = value.get(part) if isinstance(value, Mapping) else None
-            if isinstance(value, list):
-                found += [(f"{field}[{i}]", v, list_name) for i, v in enumerate(value) if v is not None]
-            elif value is not None:
-                found.append((field, value, list_name))
+            found += [(path, value, list_name) for path, value in _values_at(record, field)]
         return found
 
     def publish(self, record: Mapping[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""Topic names: the external contract of DESIGN.md, with an optional prefix (tests, shared clusters)."""
+"""Topic names: the external contract of DESIGN.md, with an optional prefix."""
 
 from __future__ import annotations
 

@@ -71,3 +71,30 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def topics() -> Topics:
     """A fresh topic prefix per test, so tests sharing the broker never see each other's data."""
     return Topics(prefix=f"t{uuid.uuid4().hex[:10]}.")
+
+
+@pytest.fixture(scope="session")
+def catalogue():  # type: ignore[no-untyped-def]
+    from hub.serde.catalogue import Catalogue
+
+    return Catalogue.load()
+
+
+@pytest.fixture(scope="session")
+def registry_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The hub's own schema registry, served over HTTP from a SQLite file, once per session."""
+    from hub.adapters.registry_server import running_registry
+
+    db = tmp_path_factory.mktemp("registry") / "registry.db"
+    with running_registry(f"sqlite:///{db}") as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def codec(catalogue, registry_url):  # type: ignore[no-untyped-def]
+    from hub.adapters.schema_registry import HttpSchemaRegistry
+    from hub.serde.codec import AvroCodec
+
+    codec = AvroCodec(catalogue, HttpSchemaRegistry(registry_url))
+    codec.register_all()
+    return codec

@@ -47,7 +47,7 @@ MISSING_MAVEN = (
     "or point the hub at an existing cluster with HUB_KAFKA_BOOTSTRAP=host:port"
 )
 
-# One line per artifact Maven fetches, in batch mode: "Downloaded from central: https://... (12 kB at ...)"
+# One line per artifact Maven fetches in batch mode: "Downloaded from central: https://..."
 _DOWNLOADED = re.compile(r"Downloaded from \S+: (\S+)")
 
 ProgressFn = Callable[[int, str], None]
@@ -236,7 +236,9 @@ class LocalBroker:
     def _write_config(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         props = "".join(f"{k}={v}\n" for k, v in self.server_properties().items())
-        self.config_path.write_text("# written by `hub broker start`; edits are overwritten\n" + props)
+        self.config_path.write_text(
+            "# written by `hub broker start`; edits are overwritten\n" + props
+        )
         self.log4j_path.write_text(
             "status = error\n"
             "appender.file.type = RollingFile\n"
@@ -276,7 +278,9 @@ class LocalBroker:
             text=True,
         )
         if result.returncode != 0:
-            raise InfraError(f"formatting the broker's storage failed: {result.stdout.strip()[-300:]}")
+            raise InfraError(
+                f"formatting the broker's storage failed: {result.stdout.strip()[-300:]}"
+            )
         log.info("broker_storage_formatted", data_dir=str(self.data_dir), cluster_id=cid)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -296,7 +300,9 @@ class LocalBroker:
                 self._format_storage()
                 with open(self.console_path, "ab") as console:
                     proc = subprocess.Popen(
-                        self._java("kafka.Kafka", str(self.config_path), heap=self.settings.broker.heap),
+                        self._java(
+                            "kafka.Kafka", str(self.config_path), heap=self.settings.broker.heap
+                        ),
                         stdout=console,
                         stderr=subprocess.STDOUT,
                         stdin=subprocess.DEVNULL,
@@ -332,7 +338,7 @@ class LocalBroker:
         return (errors or lines or ["no log output"])[-1][:300]
 
     def stop(self, timeout: float = 30.0) -> bool:
-        """Stop the broker cleanly (SIGTERM, then SIGKILL after ``timeout``); False if not running."""
+        """Stop the broker (SIGTERM, then SIGKILL after ``timeout``); False if not running."""
         with self._lock():
             pid = self._pid()
             if pid is None:

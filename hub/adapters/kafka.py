@@ -55,7 +55,9 @@ def ensure_topics(
     timeout: float = 30.0,
 ) -> list[str]:
     """Create the topics that do not exist yet (name → partitions); return the ones created."""
-    wanted = dict(topics) if isinstance(topics, Mapping) else dict.fromkeys(topics, default_partitions)
+    wanted = (
+        dict(topics) if isinstance(topics, Mapping) else dict.fromkeys(topics, default_partitions)
+    )
     admin = AdminClient({"bootstrap.servers": bootstrap})
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
@@ -120,7 +122,11 @@ class SafeProducer:
         while True:
             try:
                 self._producer.produce(
-                    topic, value=value, key=key, headers=list(headers), on_delivery=self._on_delivery
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=list(headers),
+                    on_delivery=self._on_delivery,
                 )
                 break
             except BufferError:  # the local queue is full: let deliveries drain, then retry
@@ -136,6 +142,4 @@ class SafeProducer:
             self._failures.append(f"{remaining} records still unacknowledged after {timeout:.0f}s")
         if self._failures:
             failures, self._failures = self._failures, []
-            raise DeliveryFailed(
-                f"{len(failures)} record(s) not delivered; first: {failures[0]}"
-            )
+            raise DeliveryFailed(f"{len(failures)} record(s) not delivered; first: {failures[0]}")

@@ -34,8 +34,9 @@ class HttpSchemaRegistry:
             text = self._client.get_schema(schema_id).schema_str
         except SchemaRegistryError as exc:
             if exc.error_code in _NOT_FOUND or exc.http_status_code == 404:
-                raise SerdeError(f"unknown schema id {schema_id}", reason="unknown_schema",
-                                 schema_id=schema_id) from exc
+                raise SerdeError(
+                    f"unknown schema id {schema_id}", reason="unknown_schema", schema_id=schema_id
+                ) from exc
             raise InfraError(f"registry {self.url}: {exc.error_message}") from exc
         assert text is not None
         self._by_id[schema_id] = text
@@ -64,4 +65,6 @@ class HttpSchemaRegistry:
         body = response.json()
         if body.get("is_compatible", False):
             return []
-        return [str(m) for m in body.get("messages", [])] or ["incompatible with the latest version"]
+        return [str(m) for m in body.get("messages", [])] or [
+            "incompatible with the latest version"
+        ]

@@ -34,8 +34,9 @@ class PolicyError(HubError):
 class SerdeError(HubError):
     """A value could not be encoded or decoded.
 
-    ``reason`` is a stable code (``bad_magic``, ``unknown_schema``, ``truncated``, ``trailing_bytes``,
-    ``invalid_avro``, ``invalid_record``, ``empty_value``, ``oversize``...) used in DLQ headers.
+    ``reason`` is a stable code (``bad_magic``, ``unknown_schema``, ``truncated``,
+    ``trailing_bytes``, ``invalid_avro``, ``invalid_record``, ``empty_value``, ``oversize``...)
+    used in DLQ headers.
     """
 
     def __init__(

@@ -65,7 +65,10 @@ class AvroCodec:
 
     # -- decode ------------------------------------------------------------------------------
     def decode(
-        self, value: bytes | None, topic: str | None = None, partition: int | None = None,
+        self,
+        value: bytes | None,
+        topic: str | None = None,
+        partition: int | None = None,
         offset: int | None = None,
     ) -> tuple[str, dict[str, Any]]:
         """Decode a framed value into (Avro name, record); every failure is a ``SerdeError``."""
@@ -93,8 +96,10 @@ class AvroCodec:
                 name = f"{writer_json['namespace']}.{name}"
             if name not in self.catalogue.names():
                 raise SerdeError(
-                    f"schema id {schema_id} is {name or 'not a record'}, not an event of the catalogue",
-                    reason="unknown_event_type", schema_id=schema_id, **where,
+                    f"schema id {schema_id} is {name or 'not a record'}, not a catalogue event",
+                    reason="unknown_event_type",
+                    schema_id=schema_id,
+                    **where,
                 )
             current = self.catalogue.parsed(name)
             if json.loads(self.catalogue.canonical_json(name)) == writer_json:
@@ -102,8 +107,12 @@ class AvroCodec:
             else:  # an older (or newer) version: resolve it into the current reader schema
                 entry = (name, parse_schema(writer_json), current)
         except (ValueError, SchemaParseException) as exc:
-            raise SerdeError(f"schema id {schema_id} is not valid Avro: {exc}",
-                             reason="invalid_schema", schema_id=schema_id, **where) from exc
+            raise SerdeError(
+                f"schema id {schema_id} is not valid Avro: {exc}",
+                reason="invalid_schema",
+                schema_id=schema_id,
+                **where,
+            ) from exc
         self._writers[schema_id] = entry
         return entry
 

@@ -42,7 +42,9 @@ def unframe(value: bytes | None, **where: Any) -> tuple[int, bytes]:
         )
     if value[0] != MAGIC:
         raise SerdeError(
-            f"magic byte is {value[0]}, expected 0 (Confluent wire format)", reason="bad_magic", **where
+            f"magic byte is {value[0]}, expected 0 (Confluent wire format)",
+            reason="bad_magic",
+            **where,
         )
     if len(value) < HEADER.size:
         raise SerdeError("value shorter than the 5-byte wire header", reason="truncated", **where)
@@ -75,8 +77,18 @@ def decode_body(
     except EOFError as exc:
         raise SerdeError("Avro body ends early", reason="truncated", **where) from exc
     except (UnicodeDecodeError, decimal.InvalidOperation) as exc:
-        raise SerdeError(f"undecodable value: {exc.__class__.__name__}", reason="invalid_avro", **where) from exc
-    except (ValueError, TypeError, IndexError, KeyError, OverflowError, MemoryError, struct.error) as exc:
+        raise SerdeError(
+            f"undecodable value: {exc.__class__.__name__}", reason="invalid_avro", **where
+        ) from exc
+    except (
+        ValueError,
+        TypeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+        MemoryError,
+        struct.error,
+    ) as exc:
         raise SerdeError(f"invalid Avro body: {exc}"[:200], reason="invalid_avro", **where) from exc
     if stream.tell() != len(body):
         raise SerdeError(
@@ -89,7 +101,9 @@ def decode_body(
     try:
         validate(reader_schema or parsed_schema, record, names)
     except ValidationError as exc:
-        raise SerdeError(f"decoded record is invalid: {exc}", reason="invalid_record", **where) from exc
+        raise SerdeError(
+            f"decoded record is invalid: {exc}", reason="invalid_record", **where
+        ) from exc
     return record
 
 
@@ -163,7 +177,11 @@ def _check(schema: Any, value: Any, path: str, names: dict[str, Any]) -> tuple[s
         if any(p is None for p in problems):
             return None
         found = [p for p in problems if p is not None]
-        return found[0] if len(found) == 1 else (path, f"{_describe(value)} is not a {_type_name(schema)}")
+        return (
+            found[0]
+            if len(found) == 1
+            else (path, f"{_describe(value)} is not a {_type_name(schema)}")
+        )
     kind = schema if isinstance(schema, str) else schema["type"]
     logical = None if isinstance(schema, str) else schema.get("logicalType")
     if value is None and kind != "null":
@@ -171,8 +189,11 @@ def _check(schema: Any, value: Any, path: str, names: dict[str, Any]) -> tuple[s
     if logical == "timestamp-millis":
         if isinstance(value, dt.datetime):
             return None if value.tzinfo is not None else (path, "timestamp needs a timezone (UTC)")
-        return None if isinstance(value, int) and not isinstance(value, bool) else (
-            path, f"{_describe(value)} is not a timestamp")
+        return (
+            None
+            if isinstance(value, int) and not isinstance(value, bool)
+            else (path, f"{_describe(value)} is not a timestamp")
+        )
     if logical == "date":
         ok = isinstance(value, dt.date) and not isinstance(value, dt.datetime)
         return None if ok else (path, f"{_describe(value)} is not a date (YYYY-MM-DD)")
@@ -210,8 +231,11 @@ def _check(schema: Any, value: Any, path: str, names: dict[str, Any]) -> tuple[s
         return None if isinstance(value, (bytes, bytearray)) else (path, "is not bytes")
     if kind == "enum":
         symbols = schema["symbols"]
-        return None if value in symbols else (
-            path, f"{_describe(value)} is not one of {', '.join(symbols)}")
+        return (
+            None
+            if value in symbols
+            else (path, f"{_describe(value)} is not one of {', '.join(symbols)}")
+        )
     if kind == "fixed":
         ok = isinstance(value, (bytes, bytearray)) and len(value) == schema["size"]
         return None if ok else (path, f"is not {schema['size']} bytes")

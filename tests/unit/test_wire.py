@@ -18,13 +18,28 @@ SCHEMA = parse_schema(
         "fields": [
             {"name": "id", "type": "string"},
             {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
-            {"name": "on", "type": ["null", {"type": "int", "logicalType": "date"}], "default": None},
-            {"name": "cost", "type": ["null", {"type": "bytes", "logicalType": "decimal",
-                                               "precision": 12, "scale": 2}], "default": None},
+            {
+                "name": "on",
+                "type": ["null", {"type": "int", "logicalType": "date"}],
+                "default": None,
+            },
+            {
+                "name": "cost",
+                "type": [
+                    "null",
+                    {"type": "bytes", "logicalType": "decimal", "precision": 12, "scale": 2},
+                ],
+                "default": None,
+            },
             {"name": "tags", "type": {"type": "array", "items": "string"}, "default": []},
-            {"name": "inner", "type": ["null", {"type": "record", "name": "Inner",
-                                                "fields": [{"name": "n", "type": "int"}]}],
-             "default": None},
+            {
+                "name": "inner",
+                "type": [
+                    "null",
+                    {"type": "record", "name": "Inner", "fields": [{"name": "n", "type": "int"}]},
+                ],
+                "default": None,
+            },
             {"name": "again", "type": ["null", "Inner"], "default": None},
         ],
     }

@@ -1,0 +1,1 @@
+"""Partner connectors: one package per partner system; `_template` is what you copy."""
