@@ -17,6 +17,7 @@ import structlog
 from hub.domain.errors import ValidationError
 from hub.serde.catalogue import Catalogue
 from hub.serde.codec import AvroCodec
+from hub.serde.events import check_event
 from hub.topics import Topics
 
 log = structlog.get_logger(__name__)
@@ -48,20 +49,6 @@ def subject(local_id: str, scheme: str, **identifiers: str) -> dict[str, Any]:
         "identifiers": [{"scheme": k, "value": v} for k, v in sorted(identifiers.items()) if v],
         "hub_subject_id": None,
     }
-
-
-def _values_at(value: Any, dotted: str, path: str = "") -> list[tuple[str, Any]]:
-    """The non-null values at a dotted path, through nested records and lists."""
-    if isinstance(value, list):
-        return [
-            hit for i, item in enumerate(value) for hit in _values_at(item, dotted, f"{path}[{i}]")
-        ]
-    if not dotted:
-        return [] if value is None else [(path, value)]
-    if not isinstance(value, Mapping):
-        return []
-    head, _, rest = dotted.partition(".")
-    return _values_at(value.get(head), rest, f"{path}.{head}" if path else head)
 
 
 class Publisher:
@@ -162,31 +149,8 @@ class Publisher:
                 field="disclosure",
                 reason="forged_disclosure",
             )
-        for field in self.catalogue.required_fields(name):
-            if record.get(field) is None:
-                raise ValidationError(
-                    f"{event_type}: {field}: is required and missing",
-                    field=field,
-                    reason="required",
-                )
-        for path, value, list_name in self._coded_values(name, record):
-            codes = self.catalogue.reference(list_name)
-            if value not in codes:
-                raise ValidationError(
-                    f"{event_type}: {path}: {value!r} is not a code of {list_name} "
-                    f"(expected one of: {', '.join(sorted(codes)[:12])}"
-                    f"{', ...' if len(codes) > 12 else ''})",
-                    field=path,
-                    reason="unknown_code",
-                )
+        check_event(self.catalogue, name, record)
         return name
-
-    def _coded_values(self, name: str, record: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
-        """(path, value, list name) of every code in ``record`` that reference data backs."""
-        found: list[tuple[str, Any, str]] = []
-        for field, list_name in self.catalogue.reference_fields(name).items():
-            found += [(path, value, list_name) for path, value in _values_at(record, field)]
-        return found
 
     def publish(self, record: Mapping[str, Any]) -> str:
         """Validate, encode and send one event; returns its ``event_id``. Call ``flush`` to

@@ -44,6 +44,17 @@ class RegistrySettings(BaseModel):
     port: int = 18081
 
 
+class RouterSettings(BaseModel):
+    """The router's Kafka transaction (RELIABILITY.md A1, B.7)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    transaction_timeout_ms: int = Field(default=60_000, le=60_000)
+    batch_size: int = 500
+    storm_threshold: int = 100
+    session_timeout_ms: int = 10_000
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HUB_", env_nested_delimiter="__", extra="forbid", case_sensitive=False
@@ -66,6 +77,7 @@ class Settings(BaseSettings):
     )
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    router: RouterSettings = Field(default_factory=RouterSettings)
 
     @property
     def bootstrap_servers(self) -> str:

@@ -72,3 +72,11 @@ class AuditIntegrityError(HubError):
 
 class InfraError(HubError):
     """The infrastructure (broker, database, Java, Maven) is missing or misbehaving."""
+
+
+class TransactionAborted(InfraError):
+    """A Kafka transaction was aborted and the consumer rewound; the batch will be read again."""
+
+
+class Fenced(InfraError):
+    """Another instance took over this transactional.id (or a fatal producer error): exit."""
