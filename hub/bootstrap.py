@@ -2,11 +2,165 @@
 
 from __future__ import annotations
 
+import os
+import secrets
 from functools import lru_cache
+from pathlib import Path
+
+import structlog
+from sqlalchemy import Engine, create_engine, event
 
 from hub.settings import Settings
+from hub.topics import Topics
+
+log = structlog.get_logger(__name__)
 
 
 @lru_cache(maxsize=1)
 def settings() -> Settings:
     return Settings()
+
+
+def topics(s: Settings) -> Topics:
+    return Topics(prefix=s.topic_prefix)
+
+
+# -- database ----------------------------------------------------------------------------------
+
+
+def engine_for(url: str) -> Engine:
+    """An engine for the hub database or a view database; SQLite gets WAL and a busy timeout."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection, _record):  # type: ignore[no-untyped-def]
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+# -- keys --------------------------------------------------------------------------------------
+
+
+def keys_dir(s: Settings) -> Path:
+    return s.home / "keys"
+
+
+def pseudonym_master(s: Settings, *, create: bool = False) -> bytes:
+    """The master secret behind every audience's pseudonyms (HMAC keys derive from it)."""
+    path = keys_dir(s) / "pseudonym.key"
+    if not path.exists():
+        if not create:
+            from hub.domain.errors import InfraError
+
+            raise InfraError(f"{path} does not exist; run `hub init` first")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_bytes(32))
+        log.info("pseudonym_key_created", path=str(path))
+    return path.read_bytes()
+
+
+# -- agreements, codec -----------------------------------------------------------------------
+
+
+def catalogue():  # type: ignore[no-untyped-def]
+    from hub.serde.catalogue import Catalogue
+
+    return Catalogue.load()
+
+
+def agreements(cat=None):  # type: ignore[no-untyped-def]
+    from hub.policy import load_agreements
+
+    return load_agreements(None, cat or catalogue())
+
+
+def codec(s: Settings, cat=None):  # type: ignore[no-untyped-def]
+    from hub.adapters.schema_registry import HttpSchemaRegistry
+    from hub.serde.codec import AvroCodec
+
+    return AvroCodec(cat or catalogue(), HttpSchemaRegistry(s.schema_registry_url))
+
+
+def topic_plan(s: Settings, agreement_set) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Every topic the hub uses, with its partition count."""
+    t = topics(s)
+    plan: dict[str, int] = {t.audit: 1, t.identity: 3}
+    for agency in agreement_set.agencies():
+        plan[t.ingest(agency.id)] = 3
+        plan[t.dlq(agency.id)] = 1
+    for audience in agreement_set.audiences():
+        plan[t.deliver(audience)] = 3
+    return plan
+
+
+def init(s: Settings) -> dict[str, object]:
+    """``hub init``: state directory, keys, database tables, topics, schemas. Idempotent."""
+    from hub.adapters.audit_store import create_audit_tables
+    from hub.adapters.kafka import ensure_topics
+    from hub.adapters.policy_store import create_policy_tables
+    from hub.adapters.registry_store import create_registry_tables
+    from hub.adapters.router_store import create_router_tables
+    from hub.audit.commands import init_audit_keys
+
+    s.home.mkdir(parents=True, exist_ok=True)
+    pseudonym_master(s, create=True)
+    init_audit_keys(s.home)
+    engine = engine_for(s.hub_database_url)
+    for create in (create_registry_tables, create_policy_tables, create_router_tables,
+                   create_audit_tables):  # fmt: skip
+        create(engine)
+    cat = catalogue()
+    created = ensure_topics(s.bootstrap_servers, topic_plan(s, agreements(cat)))
+    ids = codec(s, cat).register_all()
+    return {"topics_created": len(created), "schemas": len(ids), "home": str(s.home)}
+
+
+# -- the router --------------------------------------------------------------------------------
+
+
+def build_router(s: Settings, slot: int = 0):  # type: ignore[no-untyped-def]
+    """The router for ``slot`` and its transactional bus (``hub-router-<slot>``)."""
+    from hub.adapters.kafka_txn import TransactionalBus
+    from hub.adapters.policy_store import SqlPolicyState
+    from hub.adapters.router_store import SqlSeenEvents
+    from hub.policy import PseudonymKeys
+    from hub.router import Router, RouterConfig
+
+    cat = catalogue()
+    agreement_set = agreements(cat)
+    engine = engine_for(s.hub_database_url)
+    state = SqlPolicyState(engine, cat)
+    seen = SqlSeenEvents(engine, connection=state.current_connection)
+
+    t = topics(s)
+    router = Router(
+        topics=t,
+        codec=codec(s, cat),
+        agreements=agreement_set,
+        state=state,
+        keys=PseudonymKeys(pseudonym_master(s)),
+        seen=seen,
+        config=RouterConfig(
+            slot=slot, batch_size=s.router.batch_size, storm_threshold=s.router.storm_threshold
+        ),
+        state_transaction=state.transaction,
+    )
+    pattern = "^" + t.prefix.replace(".", r"\.") + r"ingest\.[a-z][a-z0-9_]*$"
+    bus = TransactionalBus(
+        bootstrap=s.bootstrap_servers,
+        group_id=f"{t.prefix}hub-router",
+        transactional_id=f"{t.prefix}hub-router-{slot}",
+        subscribe=[pattern],
+        transaction_timeout_ms=s.router.transaction_timeout_ms,
+        consumer_extra={"session.timeout.ms": s.router.session_timeout_ms},
+    )
+    return router, bus

@@ -9,20 +9,26 @@ import sys
 from pathlib import Path
 
 import pydantic
+import structlog
 import typer
 
 from hub import bootstrap, logsetup
 from hub.domain.errors import HubError, InfraError
 
+log = structlog.get_logger(__name__)
 app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="The reducing-reoffending data-sharing hub."
 )
 broker_app = typer.Typer(no_args_is_help=True, help="The local Kafka broker (KRaft, single node).")
 registry_app = typer.Typer(no_args_is_help=True, help="The Confluent-compatible schema registry.")
 schemas_app = typer.Typer(no_args_is_help=True, help="The Avro event catalogue in schemas/.")
+router_app = typer.Typer(no_args_is_help=True, help="The policy router.")
+audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit trail.")
 app.add_typer(broker_app, name="broker")
 app.add_typer(registry_app, name="registry")
 app.add_typer(schemas_app, name="schemas")
+app.add_typer(router_app, name="router")
+app.add_typer(audit_app, name="audit")
 
 
 # -- broker ------------------------------------------------------------------------------------
@@ -171,6 +177,124 @@ def schemas_check(
         raise typer.Exit(1)
     where = against or s.schema_registry_url
     typer.echo(f"{report.checked} schemas checked against {where}: compatible")
+
+
+# -- init and router ---------------------------------------------------------------------------
+
+
+@app.command("init")
+def init() -> None:
+    """Create the state directory, keys, database tables and topics; register the schemas."""
+    s = bootstrap.settings()
+    result = bootstrap.init(s)
+    typer.echo(
+        f"hub initialised in {result['home']}: {result['schemas']} schemas registered, "
+        f"{result['topics_created']} topics created"
+    )
+
+
+@router_app.command("run")
+def router_run(
+    slot: int = typer.Option(0, help="router slot: transactional.id hub-router-<slot>"),
+) -> None:
+    """Route ingest.* to deliver.* and hub.audit, exactly once, until SIGTERM."""
+    s = bootstrap.settings()
+    router, bus = bootstrap.build_router(s, slot)
+    log.info("router_started", slot=slot, mode="plaintext-dev", audiences=len(router.audiences))
+    try:
+        router.run(bus, _stop_on_signals())
+    finally:
+        bus.close()
+    stats = router.stats
+    typer.echo(
+        f"routed {stats.routed}, delivered {stats.delivered}, rejected {stats.rejected}, "
+        f"duplicates {stats.duplicates}, aborted batches {stats.aborted}"
+    )
+
+
+# -- audit -------------------------------------------------------------------------------------
+
+
+def _stop_on_signals():  # type: ignore[no-untyped-def]
+    """A ``should_stop`` callable that turns true on SIGTERM or SIGINT."""
+    import signal
+
+    stopping = {"now": False}
+
+    def stop(*_: object) -> None:
+        stopping["now"] = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    return lambda: stopping["now"]
+
+
+@audit_app.command("run")
+def audit_run(
+    checkpoint_every: int = typer.Option(1000, help="sign a checkpoint every N entries"),
+    checkpoint_seconds: float = typer.Option(5.0, help="and the head after T seconds"),
+    until_idle: float = typer.Option(None, help="stop after this many idle seconds"),
+) -> None:
+    """Append hub.audit to the hash-chained trail, signing checkpoints."""
+    from hub.adapters.audit_consumer import run_materialiser
+    from hub.adapters.audit_store import open_audit_store
+    from hub.audit.checkpoint import load_signer
+    from hub.audit.commands import keys_dir
+
+    s = bootstrap.settings()
+    worker = run_materialiser(
+        bootstrap=s.bootstrap_servers,
+        topic=bootstrap.topics(s).audit,
+        store=open_audit_store(s.hub_database_url),
+        signer=load_signer(keys_dir(s.home)),
+        should_stop=_stop_on_signals(),
+        checkpoint_every=checkpoint_every,
+        checkpoint_interval_s=checkpoint_seconds,
+        idle_stop_s=until_idle,
+    )
+    result = worker.result
+    typer.echo(f"appended {result.appended}, rejected {result.rejected}, skipped {result.skipped}")
+
+
+@audit_app.command("verify")
+def audit_verify(
+    witness: Path = typer.Option(None, "--witness", help="a checkpoint exported earlier"),
+    public_key: list[Path] = typer.Option(
+        None, "--public-key", help="the auditor's copy of the public key (repeatable)"
+    ),
+) -> None:
+    """Re-walk the chain and the signatures; exit 3 on any break."""
+    from hub.adapters.audit_store import open_audit_store
+    from hub.audit.commands import default_public_key, verify_trail
+
+    s = bootstrap.settings()
+    keys = list(public_key or []) or [default_public_key(s.home)]
+    report = verify_trail(open_audit_store(s.hub_database_url), keys, witness)
+    typer.echo(report.summary())
+    for note in report.notes:
+        typer.echo(f"note: {note}")
+    report.raise_if_broken()
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    export: Path = typer.Option(..., "--export", help="write the latest signed head here"),
+) -> None:
+    """Export the latest signed checkpoint for an outside witness."""
+    from hub.adapters.audit_store import open_audit_store
+    from hub.audit.commands import export_checkpoint
+
+    cp = export_checkpoint(open_audit_store(bootstrap.settings().hub_database_url), export)
+    typer.echo(f"checkpoint of {cp.size} entries written to {export}")
+
+
+@audit_app.command("public-key")
+def audit_public_key() -> None:
+    """Print the audit signing key's public half (PEM), for auditors to keep."""
+    from hub.audit.checkpoint import export_public_key
+    from hub.audit.commands import keys_dir
+
+    typer.echo(export_public_key(keys_dir(bootstrap.settings().home)), nl=False)
 
 
 def main() -> None:

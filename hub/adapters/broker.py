@@ -279,7 +279,8 @@ class LocalBroker:
         )
         if result.returncode != 0:
             raise InfraError(
-                f"formatting the broker's storage failed: {result.stdout.strip()[-300:]}"
+                "formatting the broker's storage failed: "
+                + (result.stdout + result.stderr).strip()[-300:]
             )
         log.info("broker_storage_formatted", data_dir=str(self.data_dir), cluster_id=cid)
 

@@ -1,0 +1,445 @@
+"""The policy state in SQL (SQLAlchemy 2 Core; SQLite and PostgreSQL).
+
+``SqlPolicyState(engine)`` implements :class:`hub.policy.state.PolicyState` with the logic of
+:class:`hub.policy.state.StateLogic`; this module only stores and reads rows.
+
+Transactions. Every update (``apply_event``, ``record_delivery``, ``mark_retracted``) runs in a
+database transaction. Outside :meth:`SqlPolicyState.transaction` each call commits on its own.
+Inside it, all calls share one connection and commit together when the block exits (and roll
+back if it raises), so the router can keep the database consistent with its Kafka transaction::
+
+    with state.transaction():             # one batch
+        for event in batch:
+            state.apply_event(event)      # idempotent by event_id
+            decisions = [evaluate(event, a, state, agreements) for a in audiences]
+            ... produce deliveries, record_delivery(...) ...
+        producer.send_offsets_to_transaction(...)
+    # the database has committed here; now commit the Kafka transaction
+    producer.commit_transaction()
+
+Commit the database first, then Kafka. If the process dies in between, the batch is consumed
+again: ``apply_event`` returns False for each event already applied, and evaluation reads the
+state as of each event's recorded position, so the replayed decisions are the same as the first
+ones. (The other order could lose state for deliveries already committed.) Reads inside the
+transaction are cached per subject and dropped when the transaction ends; one
+``SqlPolicyState`` is meant for one thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+    and_,
+    delete,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from hub.domain.errors import InfraError
+from hub.policy.state import Delivery, Interval, StateLogic
+from hub.serde.catalogue import Catalogue
+
+ID = 64
+NAME = 200
+KEY = 320
+
+policy_metadata = MetaData()
+
+applied = Table(
+    "policy_applied_events",
+    policy_metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(ID), nullable=False, unique=True),
+    Column("event_type", String(NAME), nullable=False),
+    sqlite_autoincrement=True,
+)
+
+links = Table(
+    "policy_identity_links",
+    policy_metadata,
+    Column("link_key", String(KEY), primary_key=True),
+    Column("subject", String(ID), nullable=False, index=True),
+    Column("event_id", String(ID), nullable=False),
+)
+
+local_ids = Table(
+    "policy_local_ids",
+    policy_metadata,
+    Column("subject", String(ID), primary_key=True),
+    Column("agency", String(NAME), primary_key=True),
+    Column("scheme", String(NAME), nullable=False),
+    Column("local_id", String(KEY), nullable=False),
+)
+
+intervals = Table(
+    "policy_intervals",
+    policy_metadata,
+    Column("row_id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("subject", String(ID), nullable=False),
+    Column("fact_key", String(KEY), nullable=False),
+    Column("value", String(NAME), nullable=False),
+    Column("extra", String(NAME)),
+    Column("start_ms", BigInteger, nullable=False),
+    Column("end_ms", BigInteger),
+    Column("start_event", String(ID), nullable=False),
+    Column("end_event", String(ID)),
+    Column("start_seq", Integer, nullable=False),
+    Column("end_seq", Integer),
+    Column("void_seq", Integer),
+    Index("ix_policy_intervals_subject", "kind", "subject"),
+    Index("ix_policy_intervals_key", "kind", "fact_key"),
+    Index("ix_policy_intervals_start_event", "start_event"),
+    Index("ix_policy_intervals_end_event", "end_event"),
+    sqlite_autoincrement=True,
+)
+
+deliveries = Table(
+    "policy_deliveries",
+    policy_metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(ID), nullable=False),
+    Column("audience", String(NAME), nullable=False),
+    Column("subject", String(ID), nullable=False, index=True),
+    Column("clause_id", String(NAME), nullable=False),
+    Column("consent_based", Boolean, nullable=False),
+    Column("consent_scope", String(NAME)),
+    Column("retracted", Boolean, nullable=False, default=False),
+    UniqueConstraint("event_id", "audience", name="uq_policy_deliveries_event_audience"),
+    sqlite_autoincrement=True,
+)
+
+
+def create_policy_tables(engine: Engine) -> None:
+    """Create the policy state tables if they do not exist (tests, ``hub init``)."""
+    try:
+        policy_metadata.create_all(engine)
+    except SQLAlchemyError as exc:
+        raise InfraError(f"cannot create the policy tables: {exc}") from exc
+
+
+def _interval(row: Any) -> Interval:
+    return Interval(
+        row_id=row.row_id,
+        kind=row.kind,
+        subject=row.subject,
+        key=row.fact_key,
+        value=row.value,
+        extra=row.extra,
+        start=row.start_ms,
+        end=row.end_ms,
+        start_event=row.start_event,
+        end_event=row.end_event,
+        start_seq=row.start_seq,
+        end_seq=row.end_seq,
+        void_seq=row.void_seq,
+    )
+
+
+class SqlPolicyState(StateLogic):
+    """Policy state in a SQL database (see the module docs for transactions)."""
+
+    def __init__(self, engine: Engine, catalogue: Catalogue | None = None) -> None:
+        super().__init__(catalogue)
+        self.engine = engine
+        self._conn: Connection | None = None
+        self._cache: dict[tuple[str, str], list[Interval]] = {}
+        self._positions: dict[str, int] = {}
+        self._link_cache: dict[str, str | None] = {}
+
+    # -- connections -------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self._conn is not None:
+            yield
+            return
+        try:
+            with self.engine.begin() as conn:
+                self._conn = conn
+                try:
+                    yield
+                finally:
+                    self._conn = None
+                    self._cache.clear()
+                    self._positions.clear()
+                    self._link_cache.clear()
+        except SQLAlchemyError as exc:
+            raise InfraError(f"policy state: {exc}") from exc
+
+    def current_connection(self) -> Connection:
+        """The connection of the open :meth:`transaction`, for other stores that must commit
+        with the policy state (the router's seen-events table)."""
+        if self._conn is None:
+            raise InfraError("policy state: no transaction is open")
+        return self._conn
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        if self._conn is not None:
+            yield self._conn
+            return
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise InfraError(f"policy state: {exc}") from exc
+
+    def _write(self) -> Connection:
+        if self._conn is None:
+            raise InfraError("policy state: writes happen inside transaction()")
+        return self._conn
+
+    def _forget(self, subject: str | None = None) -> None:
+        if subject is None:
+            self._cache.clear()
+        else:
+            for key in [k for k in self._cache if k[1] == subject]:
+                del self._cache[key]
+
+    # -- applied events ----------------------------------------------------------------------
+    def _begin_apply(self, event_id: str, event_type: str) -> int | None:
+        conn = self._write()
+        if self.position(event_id) is not None:
+            return None
+        # Two routers applying the same event at once: the second insert violates the unique
+        # event_id, its transaction fails (InfraError) and the batch is retried. No savepoint:
+        # on SQLite a SAVEPOINT outside BEGIN commits on release.
+        result = conn.execute(insert(applied).values(event_id=event_id, event_type=event_type))
+        key = result.inserted_primary_key
+        assert key is not None
+        seq = int(key[0])
+        self._positions[event_id] = seq
+        return seq
+
+    def position(self, event_id: str) -> int | None:
+        if event_id in self._positions:
+            return self._positions[event_id]
+        with self._connection() as conn:
+            seq = conn.execute(
+                select(applied.c.seq).where(applied.c.event_id == event_id)
+            ).scalar_one_or_none()
+        if seq is not None and self._conn is not None:
+            self._positions[event_id] = seq
+        return seq
+
+    # -- identity ----------------------------------------------------------------------------
+    def _links(self, keys: Sequence[str]) -> dict[str, str]:
+        cache = self._link_cache if self._conn is not None else {}
+        missing = [k for k in keys if k not in cache]
+        if missing:
+            with self._connection() as conn:
+                rows = conn.execute(
+                    select(links.c.link_key, links.c.subject).where(links.c.link_key.in_(missing))
+                )
+                found = {row.link_key: row.subject for row in rows}
+            if self._conn is None:
+                return found
+            for key in missing:
+                cache[key] = found.get(key)
+        return {k: v for k in keys if (v := cache.get(k)) is not None}
+
+    def _set_link(self, key: str, subject: str, event_id: str) -> None:
+        conn = self._write()
+        done = conn.execute(
+            update(links).where(links.c.link_key == key).values(subject=subject, event_id=event_id)
+        )
+        if done.rowcount == 0:
+            conn.execute(insert(links).values(link_key=key, subject=subject, event_id=event_id))
+        self._link_cache[key] = subject
+
+    def _delete_link(self, key: str) -> None:
+        self._write().execute(delete(links).where(links.c.link_key == key))
+        self._link_cache[key] = None
+
+    def _rename_subject(self, old: str, new: str) -> None:
+        conn = self._write()
+        conn.execute(update(links).where(links.c.subject == old).values(subject=new))
+        taken: set[str] = set(
+            conn.execute(select(local_ids.c.agency).where(local_ids.c.subject == new)).scalars()
+        )
+        conn.execute(
+            delete(local_ids).where(local_ids.c.subject == old, local_ids.c.agency.in_(taken))
+        )
+        conn.execute(update(local_ids).where(local_ids.c.subject == old).values(subject=new))
+        conn.execute(update(intervals).where(intervals.c.subject == old).values(subject=new))
+        conn.execute(update(deliveries).where(deliveries.c.subject == old).values(subject=new))
+        self._forget()
+        self._link_cache.clear()
+
+    def _set_local(self, subject: str, agency: str, scheme: str, local_id: str) -> None:
+        conn = self._write()
+        done = conn.execute(
+            update(local_ids)
+            .where(local_ids.c.subject == subject, local_ids.c.agency == agency)
+            .values(scheme=scheme, local_id=local_id)
+        )
+        if done.rowcount == 0:
+            conn.execute(
+                insert(local_ids).values(
+                    subject=subject, agency=agency, scheme=scheme, local_id=local_id
+                )
+            )
+
+    def _get_local(self, subject: str, agency: str) -> tuple[str, str] | None:
+        with self._connection() as conn:
+            row = conn.execute(
+                select(local_ids.c.scheme, local_ids.c.local_id).where(
+                    local_ids.c.subject == subject, local_ids.c.agency == agency
+                )
+            ).first()
+        return (row.scheme, row.local_id) if row else None
+
+    # -- intervals ---------------------------------------------------------------------------
+    def _intervals(self, kind: str, subject: str) -> list[Interval]:
+        cached = self._cache.get((kind, subject))
+        if cached is not None:
+            return cached
+        with self._connection() as conn:
+            rows = [
+                _interval(r)
+                for r in conn.execute(
+                    select(intervals)
+                    .where(intervals.c.kind == kind, intervals.c.subject == subject)
+                    .order_by(intervals.c.row_id)
+                )
+            ]
+        if self._conn is not None:
+            self._cache[(kind, subject)] = rows
+        return rows
+
+    def _intervals_by_key(self, kind: str, key: str) -> list[Interval]:
+        with self._connection() as conn:
+            return [
+                _interval(r)
+                for r in conn.execute(
+                    select(intervals)
+                    .where(intervals.c.kind == kind, intervals.c.fact_key == key)
+                    .order_by(intervals.c.row_id)
+                )
+            ]
+
+    def _intervals_of_event(self, event_id: str) -> list[Interval]:
+        with self._connection() as conn:
+            return [
+                _interval(r)
+                for r in conn.execute(
+                    select(intervals)
+                    .where(
+                        or_(intervals.c.start_event == event_id, intervals.c.end_event == event_id)
+                    )
+                    .order_by(intervals.c.row_id)
+                )
+            ]
+
+    def _insert_interval(
+        self,
+        kind: str,
+        subject: str,
+        key: str,
+        value: str,
+        extra: str | None,
+        start: int,
+        end: int | None,
+        event_id: str,
+        seq: int,
+    ) -> None:
+        self._write().execute(
+            insert(intervals).values(
+                kind=kind,
+                subject=subject,
+                fact_key=key,
+                value=value,
+                extra=extra,
+                start_ms=start,
+                end_ms=end,
+                start_event=event_id,
+                start_seq=seq,
+                end_seq=seq if end is not None else None,
+            )
+        )
+        self._forget(subject)
+
+    def _end_interval(self, row_id: int, end: int, event_id: str, seq: int) -> None:
+        self._write().execute(
+            update(intervals)
+            .where(intervals.c.row_id == row_id)
+            .values(end_ms=end, end_event=event_id, end_seq=seq)
+        )
+        self._forget()
+
+    def _void_interval(self, row_id: int, seq: int) -> None:
+        self._write().execute(
+            update(intervals).where(intervals.c.row_id == row_id).values(void_seq=seq)
+        )
+        self._forget()
+
+    # -- deliveries --------------------------------------------------------------------------
+    def _put_delivery(self, delivery: Delivery) -> None:
+        conn = self._write()
+        exists = conn.execute(
+            select(deliveries.c.seq).where(
+                deliveries.c.event_id == delivery.event_id,
+                deliveries.c.audience == delivery.audience,
+            )
+        ).first()
+        if exists:
+            return
+        conn.execute(
+            insert(deliveries).values(
+                event_id=delivery.event_id,
+                audience=delivery.audience,
+                subject=delivery.subject,
+                clause_id=delivery.clause_id,
+                consent_based=delivery.consent_based,
+                consent_scope=delivery.consent_scope,
+                retracted=False,
+            )
+        )
+
+    def _deliveries(self, condition: Any) -> list[Delivery]:
+        with self._connection() as conn:
+            return [
+                Delivery(
+                    seq=r.seq,
+                    event_id=r.event_id,
+                    audience=r.audience,
+                    subject=r.subject,
+                    clause_id=r.clause_id,
+                    consent_based=bool(r.consent_based),
+                    consent_scope=r.consent_scope,
+                    retracted=bool(r.retracted),
+                )
+                for r in conn.execute(
+                    select(deliveries).where(condition).order_by(deliveries.c.seq)
+                )
+            ]
+
+    def _deliveries_of_subject(self, subject: str) -> list[Delivery]:
+        return self._deliveries(deliveries.c.subject == subject)
+
+    def _deliveries_of_event(self, event_id: str) -> list[Delivery]:
+        return self._deliveries(deliveries.c.event_id == event_id)
+
+    def _set_retracted(self, event_id: str, audience: str) -> None:
+        self._write().execute(
+            update(deliveries)
+            .where(and_(deliveries.c.event_id == event_id, deliveries.c.audience == audience))
+            .values(retracted=True)
+        )

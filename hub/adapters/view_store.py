@@ -1,0 +1,563 @@
+"""An audience's view database (SQLite or PostgreSQL, SQLAlchemy Core): the tables of
+:mod:`hub.views.projection` plus the offsets of ``deliver.<audience>``, written together.
+
+``apply_batch`` runs in ONE database transaction: it takes the view's write lock (SQLite: ``BEGIN
+IMMEDIATE``; PostgreSQL: a transaction-level advisory lock), reads the stored next offsets and the
+slice of the view the batch touches into a :class:`~hub.views.projection.ViewState`, applies the
+batch with the pure projection, and writes the difference together with the new offsets. A crash
+anywhere loses the whole transaction, rows and offsets alike, so the records are read again and
+applied exactly once. Nothing here commits offsets to Kafka.
+
+Tables (one database per audience; ``view_meta`` says whose): ``view_subjects``, ``view_timeline``,
+``view_withheld``, ``view_status``, ``view_retractions``, ``view_corrections`` (tombstones: ids,
+reason and time, no content), ``view_rejects`` (position and reason of records that could not be
+used), ``view_offsets`` (next offset per partition). JSON columns are canonical text, so SQLite and
+PostgreSQL hold the same bytes and :meth:`SqlViewStore.dump` compares across backends.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ColumnElement,
+    Connection,
+    Date,
+    DateTime,
+    Engine,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    any_,
+    bindparam,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    text,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import RowMapping, make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.pool import StaticPool
+
+from hub.domain.errors import InfraError, InputError
+from hub.views.projection import (
+    RETRACTION,
+    TABLES,
+    BatchStats,
+    CorrectionRow,
+    Decoded,
+    Entry,
+    Partition,
+    RetractionRow,
+    StatusRow,
+    SubjectKey,
+    SubjectRow,
+    TimelineRow,
+    ViewState,
+    apply_batch,
+    canonical_dump,
+    row_dict,
+    utc,
+    withheld_rows,
+)
+
+log = structlog.get_logger(__name__)
+
+CHUNK = 500  # keys per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
+ID = String(64)
+NAME = String(255)
+
+
+def _subject_columns() -> list[Column[Any]]:
+    return [
+        Column("subject_scheme", String(64), primary_key=True),
+        Column("subject_id", NAME, primary_key=True),
+    ]
+
+
+metadata = MetaData()
+view_meta = Table(
+    "view_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+view_subjects = Table(
+    "view_subjects",
+    metadata,
+    *_subject_columns(),
+    Column("first_seen", DateTime(timezone=True), nullable=False),
+    Column("last_seen", DateTime(timezone=True), nullable=False),
+    Column("last_event_id", ID, nullable=False),
+    Column("last_event_type", NAME, nullable=False),
+    Column("events", Integer, nullable=False),
+    Column("identifiers", Text, nullable=False),
+)
+view_timeline = Table(
+    "view_timeline",
+    metadata,
+    Column("event_id", ID, primary_key=True),
+    Column("subject_scheme", String(64), nullable=False),
+    Column("subject_id", NAME, nullable=False),
+    Column("event_type", NAME, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("source_agency", NAME, nullable=False),
+    Column("source_system", NAME, nullable=False),
+    Column("sensitivity", NAME, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("withheld", Text, nullable=False),
+    Column("transformed", Text, nullable=False),
+    Column("identifiers", Text, nullable=False),
+    Column("agreement_id", NAME, nullable=False),
+    Column("agreement_version", NAME, nullable=False),
+    Column("clause_id", NAME, nullable=False),
+    Column("purpose", Text, nullable=False),
+    Column("legal_basis", Text, nullable=False),
+    Column("consent_based", Boolean, nullable=False),
+    Column("retention_until", Date, nullable=True),
+    Column("supersedes_event_id", ID, nullable=True),
+    Column("correction_reason", Text, nullable=True),
+    Index("ix_view_timeline_subject", "subject_scheme", "subject_id", "occurred_at"),
+)
+view_withheld = Table(
+    "view_withheld",
+    metadata,
+    Column("event_id", ID, primary_key=True),
+    Column("field", NAME, primary_key=True),
+    Column("clause_id", NAME, nullable=False),
+)
+view_status = Table(
+    "view_status",
+    metadata,
+    *_subject_columns(),
+    Column("custody_status", NAME, nullable=True),
+    Column("licence_status", NAME, nullable=True),
+    Column("supervising_body", NAME, nullable=True),
+    Column("offender_manager", NAME, nullable=True),
+    Column("risk_level", NAME, nullable=True),
+    Column("cohort", NAME, nullable=True),
+    Column("cohort_status", NAME, nullable=True),
+    Column("open_referrals", Integer, nullable=False),
+    Column("lcp_stage", NAME, nullable=True),
+    Column("as_of_event_id", ID, nullable=True),
+    Column("as_of", DateTime(timezone=True), nullable=True),
+    Column("detail", Text, nullable=False),
+)
+view_retractions = Table(
+    "view_retractions",
+    metadata,
+    Column("retraction_event_id", ID, primary_key=True),
+    Column("retracted_event_id", ID, nullable=False, index=True),
+    Column("reason", NAME, nullable=False),
+    Column("clause_id", NAME, nullable=True),
+    Column("cause_event_id", ID, nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+view_corrections = Table(
+    "view_corrections",
+    metadata,
+    Column("superseded_event_id", ID, primary_key=True),
+    Column("corrected_by_event_id", ID, primary_key=True),
+    Column("correction_reason", Text, nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+view_rejects = Table(
+    "view_rejects",
+    metadata,
+    Column("topic", NAME, primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("offset", BigInteger, primary_key=True),
+    Column("reason", NAME, nullable=False),
+    Column("error", Text, nullable=False),
+)
+view_offsets = Table(
+    "view_offsets",
+    metadata,
+    Column("topic", NAME, primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),
+)
+assert tuple(sorted(metadata.tables)) == TABLES
+
+
+def view_engine(database_url: str) -> Engine:
+    """An engine for a view database. SQLite: WAL, ``synchronous=NORMAL`` (a power cut may lose
+    the last commits, and their offsets with them, so they are read again), and ``BEGIN
+    IMMEDIATE`` so a batch holds the write lock from its first read."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    if url.database in (None, "", ":memory:"):
+        engine = create_engine(url, connect_args={"check_same_thread": False}, poolclass=StaticPool)
+    else:
+        Path(url.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60})
+    event.listen(engine, "connect", _sqlite_connect)
+    event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself (_sqlite_begin)
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA cache_size=-65536")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _one_line(exc: BaseException) -> str:
+    return re.sub(r"\s+", " ", str(getattr(exc, "orig", None) or exc)).strip()[:300]
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]
+
+
+def _lock_key(audience: str) -> int:
+    digest = hashlib.sha256(f"hub-view\x00{audience}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class SqlViewStore:
+    """One audience's view database. Build it with :func:`open_view_store`."""
+
+    def __init__(self, engine: Engine, audience: str) -> None:
+        self.engine = engine
+        self.audience = audience
+        self._postgres = engine.dialect.name == "postgresql"
+
+    # -- set-up ----------------------------------------------------------------------------------
+    def create(self) -> None:
+        """Create the tables if missing, and record (or check) whose view this database is."""
+        with self._transaction() as conn:
+            metadata.create_all(conn)
+            stored = conn.execute(
+                select(view_meta.c.value).where(view_meta.c.key == "audience")
+            ).scalar_one_or_none()
+            if stored is None:
+                conn.execute(insert(view_meta).values(key="audience", value=self.audience))
+            elif stored != self.audience:
+                raise InputError(
+                    f"{self.engine.url.render_as_string(hide_password=True)}: holds the view of "
+                    f"audience {stored!r}, not {self.audience!r} (one database per audience)"
+                )
+
+    def reset(self) -> None:
+        """Empty every table but ``view_meta`` (for a rebuild from offset 0)."""
+        with self._transaction() as conn:
+            for table in reversed(metadata.sorted_tables):
+                if table is not view_meta:
+                    conn.execute(delete(table))
+        log.info("view_reset", audience=self.audience)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- reads -----------------------------------------------------------------------------------
+    def offsets(self, topic: str) -> dict[int, int]:
+        """The stored next offset of each partition of ``topic`` (absent: never read)."""
+        with self._transaction() as conn:
+            rows = conn.execute(
+                select(view_offsets.c.partition, view_offsets.c.next_offset).where(
+                    view_offsets.c.topic == topic
+                )
+            ).all()
+        return {int(r.partition): int(r.next_offset) for r in rows}
+
+    def tables(self) -> dict[str, list[dict[str, Any]]]:
+        with self._transaction() as conn:
+            return {
+                name: [dict(r._mapping) for r in conn.execute(select(metadata.tables[name]))]
+                for name in TABLES
+            }
+
+    def dump(self) -> bytes:
+        """Every table as canonical sorted JSON lines (see ``canonical_dump``): equal bytes mean
+        equal views, whatever the backend."""
+        return canonical_dump(self.tables())
+
+    def count(self, table: str) -> int:
+        with self._transaction() as conn:
+            return int(
+                conn.execute(select(func.count()).select_from(metadata.tables[table])).scalar_one()
+            )
+
+    # -- the batch -------------------------------------------------------------------------------
+    def apply_batch(self, entries: Sequence[Entry]) -> BatchStats:
+        """Apply ``entries`` (in the order read) and store the new offsets, in one transaction."""
+        if not entries:
+            return BatchStats()
+        with self._transaction() as conn:
+            partitions = sorted({(e.position[0], e.position[1]) for e in entries})
+            self._lock(conn)
+            state = ViewState(self.audience)
+            state.offsets = self._load_offsets(conn, partitions)
+            fresh = [e for e in entries if e.position[2] >= state.offsets.get(e.position[:2], 0)]
+            before = self._load_slice(conn, state, fresh)
+            stats = apply_batch(state, entries)
+            self._write(conn, state, before, partitions)
+        return stats
+
+    @contextmanager
+    def _transaction(self) -> Iterator[Connection]:
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except SQLAlchemyError as exc:
+            raise InfraError(f"view database ({self.audience}): {_one_line(exc)}") from exc
+
+    def _lock(self, conn: Connection) -> None:
+        """One writer at a time per view database: SQLite's ``BEGIN IMMEDIATE`` already is; on
+        PostgreSQL a transaction-level advisory lock. Per view rather than per partition, since a
+        correction or retraction may touch a subject whose records sit on another partition."""
+        if self._postgres:
+            conn.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _lock_key(self.audience)}
+            )
+
+    def _load_offsets(
+        self, conn: Connection, partitions: Sequence[Partition]
+    ) -> dict[Partition, int]:
+        rows = conn.execute(
+            select(view_offsets).where(
+                tuple_(view_offsets.c.topic, view_offsets.c.partition).in_(partitions)
+            )
+        ).all()
+        return {(r.topic, int(r.partition)): int(r.next_offset) for r in rows}
+
+    def _load_slice(self, conn: Connection, state: ViewState, entries: Sequence[Entry]) -> _Before:
+        """Load what applying ``entries`` may read: the rows and tombstones of every event id
+        they name; the whole timeline of every subject whose stored rows they may remove or
+        precede; for any other subject they touch, its stored subject and status rows only
+        (the projection folds the new rows onto those)."""
+        ids: set[str] = set()
+        targets: set[str] = set()
+        earliest: dict[SubjectKey, tuple[dt.datetime, str]] = {}
+        for entry in entries:
+            if not isinstance(entry, Decoded):
+                continue
+            record = entry.record
+            envelope = record.get("envelope") or {}
+            event_id = envelope.get("event_id")
+            if not isinstance(event_id, str):
+                continue
+            ids.add(event_id)
+            for target in (envelope.get("supersedes_event_id"), record.get("retracted_event_id")):
+                if isinstance(target, str):
+                    targets.add(target)
+            subject, at = envelope.get("subject") or {}, envelope.get("occurred_at")
+            if envelope.get("event_type") != RETRACTION and isinstance(at, dt.datetime):
+                key = (str(subject.get("local_id_scheme")), str(subject.get("local_id")))
+                order = (utc(at), event_id)
+                earliest[key] = min(earliest.get(key, order), order)
+        named = sorted(ids | targets)
+        t = view_timeline
+        whole: set[SubjectKey] = set()
+        for row in self._select_in(conn, t, t.c.event_id, named):
+            loaded = _timeline(row)
+            state.add_timeline(loaded)
+            whole.add(loaded.subject)
+        bases: dict[SubjectKey, SubjectRow] = {}
+        for stored in map(
+            _subject, self._select_subjects(conn, view_subjects, set(earliest) - whole)
+        ):
+            key = (stored.subject_scheme, stored.subject_id)
+            if earliest[key] <= (stored.last_seen, stored.last_event_id):
+                whole.add(key)  # a late event: recompute from the whole timeline
+            else:
+                bases[key] = stored
+        for row in self._select_subjects(conn, view_status, set(bases)):
+            status = StatusRow(**{**row, "as_of": _utc_or_none(row["as_of"])})
+            key = (status.subject_scheme, status.subject_id)
+            state.bases[key] = (bases[key], status)
+        for row in self._select_subjects(conn, t, whole):
+            state.add_timeline(_timeline(row))
+        r, c = view_retractions, view_corrections
+        for row in self._select_in(conn, r, r.c.retracted_event_id, named):
+            state.add_retraction(_retraction(row))
+        for row in self._select_in(conn, c, c.c.superseded_event_id, named):
+            state.add_correction(_correction(row))
+        for row in self._select_in(conn, r, r.c.retraction_event_id, sorted(ids)):
+            state.add_retraction(_retraction(row))
+        state.dirty.clear()
+        return _Before(
+            timeline=set(state.timeline),
+            retractions=set(state.retractions),
+            corrections=set(state.corrections),
+            status={key: status for key, (_, status) in state.bases.items()},
+        )
+
+    def _in(self, column: Column[Any], values: Sequence[Any]) -> ColumnElement[bool]:
+        """``column IN values``; on PostgreSQL ``= ANY(array)``, one parameter however many."""
+        if self._postgres:
+            return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
+        return column.in_(values)
+
+    def _select_in(
+        self, conn: Connection, table: Table, column: Column[Any], values: Sequence[Any]
+    ) -> Iterator[RowMapping]:
+        for chunk in _chunks(values):
+            for row in conn.execute(select(table).where(self._in(column, chunk))):
+                yield row._mapping
+
+    def _select_subjects(
+        self, conn: Connection, table: Table, keys: Iterable[SubjectKey]
+    ) -> Iterator[RowMapping]:
+        """The rows of ``table`` whose (subject_scheme, subject_id) is one of ``keys``."""
+        wanted = set(keys)
+        local_ids = sorted({local_id for _, local_id in wanted})
+        for row in self._select_in(conn, table, table.c.subject_id, local_ids):
+            if (row["subject_scheme"], row["subject_id"]) in wanted:
+                yield row
+
+    def _upsert(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        statement = (postgresql_insert if self._postgres else sqlite_insert)(table)
+        keys = [c.name for c in table.primary_key.columns]
+        statement = statement.on_conflict_do_update(
+            index_elements=keys,
+            set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys},
+        )
+        conn.execute(statement, rows)
+
+    def _write(
+        self, conn: Connection, state: ViewState, before: _Before, partitions: Sequence[Partition]
+    ) -> None:
+        state.refresh()
+        gone = sorted(before.timeline - set(state.timeline))
+        new = [state.timeline[i] for i in sorted(set(state.timeline) - before.timeline)]
+        for chunk in _chunks(gone):
+            conn.execute(delete(view_withheld).where(self._in(view_withheld.c.event_id, chunk)))
+            conn.execute(delete(view_timeline).where(self._in(view_timeline.c.event_id, chunk)))
+        _insert(conn, view_timeline, [row.row() for row in new])
+        _insert(conn, view_withheld, [w for row in new for w in withheld_rows(row)])
+        _insert(
+            conn,
+            view_retractions,
+            [row_dict(v) for k, v in state.retractions.items() if k not in before.retractions],
+        )
+        _insert(
+            conn,
+            view_corrections,
+            [row_dict(v) for k, v in state.corrections.items() if k not in before.corrections],
+        )
+        _insert(conn, view_rejects, [row_dict(v) for v in state.rejects.values()])
+        keys = sorted(state.touched)
+        vanished = [k for k in keys if k not in state.subjects]
+        for table in (view_subjects, view_status):
+            for chunk in _chunks(vanished):
+                keyed = tuple_(table.c.subject_scheme, table.c.subject_id).in_(chunk)
+                conn.execute(delete(table).where(keyed))
+        kept = [k for k in keys if k in state.subjects]
+        same = {k for k, status in before.status.items() if state.status.get(k) is status}
+        self._upsert(conn, view_subjects, [row_dict(state.subjects[k]) for k in kept])
+        self._upsert(conn, view_status, [row_dict(state.status[k]) for k in kept if k not in same])
+        self._upsert(
+            conn,
+            view_offsets,
+            [{"topic": t, "partition": p, "next_offset": n} for (t, p), n in state.offsets.items()],
+        )
+
+    # -- the baseline of the benchmark -----------------------------------------------------------
+    def bulk_upsert_timeline(self, rows: Iterable[TimelineRow]) -> None:
+        """Upsert timeline rows with no offsets, no tombstones and no status: the plain bulk
+        write the exactly-once path is measured against."""
+        items = [row.row() for row in rows]
+        with self._transaction() as conn:
+            self._upsert(conn, view_timeline, items)
+
+
+@dataclass
+class _Before:
+    """The slice as loaded, to tell what a batch added, removed or changed."""
+
+    timeline: set[str]
+    retractions: set[str]
+    corrections: set[tuple[str, str]]
+    status: dict[SubjectKey, StatusRow]
+
+
+def _insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        conn.execute(insert(table), rows)
+
+
+def _timeline(row: Mapping[Any, Any]) -> TimelineRow:
+    values = dict(row)
+    values["occurred_at"] = utc(values["occurred_at"])
+    values["recorded_at"] = utc(values["recorded_at"])
+    values["consent_based"] = bool(values["consent_based"])
+    return TimelineRow(**values)
+
+
+def _utc_or_none(value: dt.datetime | None) -> dt.datetime | None:
+    return utc(value) if value is not None else None
+
+
+def _subject(row: Mapping[Any, Any]) -> SubjectRow:
+    values = dict(row)
+    values["first_seen"] = utc(values["first_seen"])
+    values["last_seen"] = utc(values["last_seen"])
+    return SubjectRow(**values)
+
+
+def _retraction(row: Mapping[Any, Any]) -> RetractionRow:
+    values = dict(row)
+    values["at"] = utc(values["at"])
+    return RetractionRow(**values)
+
+
+def _correction(row: Mapping[Any, Any]) -> CorrectionRow:
+    values = dict(row)
+    values["at"] = utc(values["at"])
+    return CorrectionRow(**values)
+
+
+def open_view_store(database_url: str, audience: str) -> SqlViewStore:
+    """Connect to ``database_url``, create the tables if needed, and return the store."""
+    try:
+        engine = view_engine(database_url)
+    except (SQLAlchemyError, ValueError, ImportError, OSError) as exc:
+        raise InputError(
+            f"view database URL {_safe_url(database_url)!r}: {_one_line(exc)} "
+            "(expected e.g. sqlite:///views/mals.db or postgresql+psycopg://user@host/db)"
+        ) from exc
+    store = SqlViewStore(engine, audience)
+    store.create()
+    return store
+
+
+def _safe_url(database_url: str) -> str:
+    try:
+        return make_url(database_url).render_as_string(hide_password=True)
+    except (SQLAlchemyError, ValueError):
+        return "<unparseable>"

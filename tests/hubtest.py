@@ -1,0 +1,103 @@
+"""Helpers for tests that run the hub's pieces against the real broker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from hub import bootstrap
+from hub.adapters.kafka import SafeProducer, producer_config
+from hub.publisher import Publisher
+from hub.settings import RouterSettings, Settings
+
+JURISDICTION = {"UK-ENG": "UK-ENG", "NL": "NL", "IT": "IT"}
+
+
+def hub_settings(kafka_bootstrap: str, registry_url: str, prefix: str, home: Path) -> Settings:
+    return Settings(
+        home=home,
+        kafka_bootstrap=kafka_bootstrap,
+        registry_url=registry_url,
+        topic_prefix=prefix,
+        router=RouterSettings(transaction_timeout_ms=15_000, session_timeout_ms=6_000),
+    )
+
+
+def publish(settings: Settings, codec: Any, records: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Publish ready-built records, each with a Publisher of its own source agency."""
+    sink = SafeProducer(producer_config(settings.bootstrap_servers))
+    publishers: dict[str, Publisher] = {}
+    ids = []
+    for record in records:
+        envelope = record["envelope"]
+        agency = envelope["source_agency"]
+        if agency not in publishers:
+            publishers[agency] = Publisher(
+                agency=agency, source_system=envelope["source_system"],
+                jurisdiction=envelope["jurisdiction"], codec=codec, sink=sink,
+                topics=bootstrap.topics(settings),
+            )  # fmt: skip
+        ids.append(publishers[agency].publish(record))
+    sink.flush()
+    return ids
+
+
+def run_router_until_idle(settings: Settings, idle_s: float = 3.0, timeout_s: float = 120.0):  # type: ignore[no-untyped-def]
+    """Run the router in this thread until no record arrived for ``idle_s``; return its stats."""
+    router, bus = bootstrap.build_router(settings)
+    state = {"seen": -1, "since": time.monotonic(), "start": time.monotonic()}
+
+    def should_stop() -> bool:
+        now = time.monotonic()
+        if router.stats.received != state["seen"]:
+            state["seen"], state["since"] = router.stats.received, now
+        if now - state["start"] > timeout_s:
+            raise TimeoutError(f"router still busy after {timeout_s}s")
+        return router.stats.received > 0 and now - state["since"] > idle_s
+
+    try:
+        router.run(bus, should_stop)
+    finally:
+        bus.close()
+    return router.stats
+
+
+def read_all(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> list[Message]:
+    """Every committed record of ``topic`` from offset 0, read with read_committed."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    metadata = admin.list_topics(topic, timeout=10).topics[topic]
+    partitions = sorted(metadata.partitions)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": "hub-test-reader",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        ends = {}
+        for p in partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            ends[p] = high
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        messages: list[Message] = []
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            done = True
+            for tp in consumer.position([TopicPartition(topic, p) for p in partitions]):
+                if ends[tp.partition] > 0 and (tp.offset < 0 or tp.offset < ends[tp.partition]):
+                    done = False
+            if done:
+                return messages
+            for message in consumer.consume(1000, 0.5):
+                if message.error() is None:
+                    messages.append(message)
+        raise TimeoutError(f"could not read {topic} to its end in {timeout_s}s")
+    finally:
+        consumer.close()
