@@ -24,7 +24,13 @@ registry_app = typer.Typer(no_args_is_help=True, help="The Confluent-compatible 
 schemas_app = typer.Typer(no_args_is_help=True, help="The Avro event catalogue in schemas/.")
 router_app = typer.Typer(no_args_is_help=True, help="The policy router.")
 audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit trail.")
+policy_app = typer.Typer(no_args_is_help=True, help="The information-sharing agreements.")
+view_app = typer.Typer(no_args_is_help=True, help="Audience views kept current from deliver.*.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (figures, never pass/fail).")
 app.add_typer(broker_app, name="broker")
+app.add_typer(policy_app, name="policy")
+app.add_typer(view_app, name="view")
+app.add_typer(bench_app, name="bench")
 app.add_typer(registry_app, name="registry")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(router_app, name="router")
@@ -295,6 +301,141 @@ def audit_public_key() -> None:
     from hub.audit.commands import keys_dir
 
     typer.echo(export_public_key(keys_dir(bootstrap.settings().home)), nl=False)
+
+
+# -- policy ------------------------------------------------------------------------------------
+
+
+@policy_app.command("check")
+def policy_check(
+    root: Path = typer.Option(None, "--policies", help="agreements directory"),
+) -> None:
+    """Validate agencies.yaml and every agreement; exit 1 naming each problem."""
+    from hub import policytool
+
+    problems = policytool.check(root)
+    for problem in problems:
+        typer.secho(problem, fg=typer.colors.RED, err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo("policies: ok")
+
+
+@policy_app.command("explain")
+def policy_explain(
+    event: Path = typer.Argument(..., help="an event as JSON (envelope and payload)"),
+    audience: str = typer.Option(..., "--audience", help="e.g. mals, mals.mentor, police.iom"),
+) -> None:
+    """For one event and audience: each field kept, dropped or transformed, and by which clause."""
+    from hub import policytool
+
+    cat = bootstrap.catalogue()
+    agreement_set = bootstrap.agreements(cat)
+    record = policytool.event_from_json(event, cat)
+    decision, rows = policytool.explain(record, audience, agreement_set)
+    typer.echo(policytool.explain_text(decision, rows))
+
+
+@policy_app.command("matrix")
+def policy_matrix(
+    by: str = typer.Option("data_class", help="data_class or event_type"),
+    html: Path = typer.Option(None, "--html", help="also write the matrix as an HTML page"),
+) -> None:
+    """Who may see what, rendered from the agreements."""
+    from hub import policytool
+
+    agreement_set = bootstrap.agreements()
+    typer.echo(policytool.matrix_text(agreement_set, by))
+    if html:
+        html.write_text(policytool.matrix_html(agreement_set, by), encoding="utf-8")
+        typer.echo(f"written {html}")
+
+
+@policy_app.command("diff")
+def policy_diff(
+    before: Path = typer.Argument(..., help="the agreements directory as it is"),
+    after: Path = typer.Argument(..., help="the agreements directory as proposed"),
+) -> None:
+    """What a change to the agreements would newly share or stop sharing."""
+    from hub import policytool
+    from hub.policy import load_agreements
+
+    cat = bootstrap.catalogue()
+    rows = policytool.diff(load_agreements(before, cat), load_agreements(after, cat))
+    typer.echo(policytool.diff_text(rows))
+
+
+# -- views -------------------------------------------------------------------------------------
+
+
+def _view_db(audience: str, db: str | None) -> str:
+    return db or f"sqlite:///{bootstrap.settings().home / 'views' / (audience + '.db')}"
+
+
+@view_app.command("run")
+def view_run(
+    audience: str = typer.Option(..., "--audience", help="whose view, e.g. mals"),
+    db: str = typer.Option(None, "--db", help="database URL [default: SQLite under HUB_HOME]"),
+    instance_id: str = typer.Option(None, "--instance-id", help="static group membership id"),
+    batch_size: int = typer.Option(1000, "--batch-size"),
+) -> None:
+    """Keep an audience's database current from deliver.<audience>, exactly once."""
+    from hub.adapters.view_consumer import main_run
+
+    stats = main_run(
+        bootstrap.settings(), audience, _view_db(audience, db), instance_id=instance_id,
+        batch_size=batch_size,
+    )  # fmt: skip
+    typer.echo(str(stats))
+
+
+@view_app.command("rebuild")
+def view_rebuild(
+    audience: str = typer.Option(..., "--audience"),
+    db: str = typer.Option(None, "--db", help="database URL [default: SQLite under HUB_HOME]"),
+    batch_size: int = typer.Option(5000, "--batch-size"),
+) -> None:
+    """Empty the view and replay deliver.<audience> from the beginning."""
+    from hub.adapters.view_consumer import main_rebuild
+
+    stats = main_rebuild(
+        bootstrap.settings(), audience, _view_db(audience, db), batch_size=batch_size
+    )
+    typer.echo(str(stats))
+
+
+# -- benchmarks --------------------------------------------------------------------------------
+
+
+def _print_figures(figures: dict) -> None:  # type: ignore[type-arg]
+    for key, value in figures.items():
+        typer.echo(
+            f"{key:>32}: {value:,.1f}" if isinstance(value, float) else f"{key:>32}: {value}"
+        )
+
+
+@bench_app.command("audit")
+def bench_audit(n: int = typer.Option(100_000, "--n", help="entries")) -> None:
+    """Audit entries appended per second by the materialiser and verified per second."""
+    from hub.adapters.audit_store import open_audit_store
+    from hub.audit.bench import bench_audit as run
+
+    _print_figures(run(n, open_store=open_audit_store))
+
+
+@bench_app.command("view")
+def bench_view(
+    n: int = typer.Option(20_000, "--n", help="deliveries"),
+    db: str = typer.Option(None, "--db", help="a scratch database URL (it is emptied)"),
+    batch_size: int = typer.Option(1000, "--batch-size"),
+) -> None:
+    """Deliveries applied per second, exactly once, beside a plain bulk upsert of the same rows."""
+    import tempfile
+
+    from hub.adapters.view_bench import bench_view as run
+
+    url = db or f"sqlite:///{tempfile.mkdtemp(prefix='hub-bench-view-')}/view.db"
+    _print_figures(run(n, url, batch_size=batch_size))
 
 
 def main() -> None:
