@@ -78,6 +78,8 @@ def read_all(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> lis
             "group.id": "hub-test-reader",
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
+            # a short long-poll: watermark queries queue behind an outstanding fetch
+            "fetch.wait.max.ms": 20,
         }
     )
     try:
@@ -101,3 +103,51 @@ def read_all(bootstrap_servers: str, topic: str, timeout_s: float = 30.0) -> lis
         raise TimeoutError(f"could not read {topic} to its end in {timeout_s}s")
     finally:
         consumer.close()
+
+
+class TopicTail:
+    """A read_committed reader that keeps its place: each ``read()`` returns every record of the
+    topic so far, reading only what arrived since the last call."""
+
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self.topic = topic
+        self.records: list[Message] = []
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap_servers,
+                "group.id": "hub-test-tail",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "fetch.wait.max.ms": 20,
+            }
+        )
+        admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+        metadata = admin.list_topics(topic, timeout=10).topics[topic]
+        self._partitions = sorted(metadata.partitions)
+        self._consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in self._partitions]
+        )
+        self._next = dict.fromkeys(self._partitions, 0)
+
+    def read(self, timeout_s: float = 30.0) -> list[Message]:
+        ends = {
+            p: self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
+            for p in self._partitions
+        }
+        deadline = time.monotonic() + timeout_s
+        while any(self._next[p] < ends[p] for p in self._partitions):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {self.topic} to its end in {timeout_s}s")
+            for message in self._consumer.consume(1000, 0.2):
+                if message.error() is None:
+                    self.records.append(message)
+                    self._next[message.partition()] = message.offset() + 1
+            for tp in self._consumer.position(
+                [TopicPartition(self.topic, p) for p in self._partitions]
+            ):
+                if tp.offset >= 0:  # past control records of committed transactions
+                    self._next[tp.partition] = max(self._next[tp.partition], tp.offset)
+        return self.records
+
+    def close(self) -> None:
+        self._consumer.close()

@@ -82,6 +82,7 @@ class TransactionalBus:
             "session.timeout.ms": 10_000,
             "heartbeat.interval.ms": 1_000,
             "topic.metadata.refresh.interval.ms": 2_000,
+            "fetch.wait.max.ms": 100,
             **dict(consumer_extra or {}),
         }
         try:

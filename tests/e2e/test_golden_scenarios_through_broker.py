@@ -18,9 +18,8 @@ import pytest
 import yaml
 
 from hub import bootstrap
-from hub.policy import PseudonymKeys
 from tests.golden.policy.builder import EventBuilder, value_at
-from tests.hubtest import hub_settings, publish, read_all
+from tests.hubtest import TopicTail, hub_settings, publish, read_all
 from tests.unit.test_policy_golden import _norm
 
 pytestmark = pytest.mark.kafka
@@ -74,13 +73,13 @@ def test_scenario_through_the_broker(path: Path, kafka_bootstrap, registry_url, 
                                      tmp_path) -> None:  # fmt: skip
     settings = hub_settings(kafka_bootstrap, registry_url, topics.prefix, tmp_path / "home")
     bootstrap.init(settings)
-    keys = PseudonymKeys(bootstrap.pseudonym_master(settings))
     agreements = bootstrap.agreements(codec.catalogue)
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     jurisdictions = {a.id: a.jurisdiction for a in agreements.agencies()}
     builder = EventBuilder(codec.catalogue, jurisdictions, doc.get("people"), namespace=path.stem)
     events = {name: builder.build(name, spec) for name, spec in doc["events"].items()}
     published: set[str] = set()
+    tails: dict[str, TopicTail] = {}
     with LiveRouter(settings) as live:
         for step in doc["steps"]:
             names = [*step.get("apply", []), *([step["check"]] if "check" in step else [])]
@@ -91,20 +90,26 @@ def test_scenario_through_the_broker(path: Path, kafka_bootstrap, registry_url, 
                 published.add(name)
                 live.wait(len(published))
             if "check" in step:
-                _check(step, events[step["check"]], settings, codec, agreements, keys, live)
+                _check(step, events[step["check"]], settings, codec, tails)
+    for tail in tails.values():
+        tail.close()
 
 
-def _delivered(settings: Any, codec: Any, audience: str) -> list[tuple[bytes, dict[str, Any]]]:
-    topic = bootstrap.topics(settings).deliver(audience)
+def _delivered(
+    settings: Any, codec: Any, audience: str, tails: dict[str, TopicTail]
+) -> list[tuple[bytes, dict[str, Any]]]:
+    if audience not in tails:
+        topic = bootstrap.topics(settings).deliver(audience)
+        tails[audience] = TopicTail(settings.bootstrap_servers, topic)
     out = []
-    for message in read_all(settings.bootstrap_servers, topic):
+    for message in tails[audience].read():
         _, record = codec.decode(message.value(), message.topic(), message.partition(),
                                  message.offset())  # fmt: skip
         out.append((message.value(), record))
     return out
 
 
-def _check(step, event, settings, codec, agreements, keys, live) -> None:  # type: ignore[no-untyped-def]
+def _check(step, event, settings, codec, tails) -> None:  # type: ignore[no-untyped-def]
     expect = step["expect"]
     event_id = event["envelope"]["event_id"]
     if expect["effect"] == "reject":
@@ -115,7 +120,7 @@ def _check(step, event, settings, codec, agreements, keys, live) -> None:  # typ
         )
     for audience in step.get("audiences") or [step["audience"]]:
         where = f"{step['check']} -> {audience}"
-        records = _delivered(settings, codec, audience)
+        records = _delivered(settings, codec, audience, tails)
         got = [(raw, r) for raw, r in records if r["envelope"]["event_id"] == event_id]
         retracted = any(
             r.get("retracted_event_id") == event_id for _, r in records
