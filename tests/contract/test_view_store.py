@@ -121,8 +121,6 @@ class ViewStoreContract:
     def test_concurrent_writers_of_the_same_records_never_collide(
         self, url: str, store: SqlViewStore
     ) -> None:
-        if url.endswith(":memory:"):
-            pytest.skip("one in-memory connection is shared: no second writer")
         entries = entries_for(sample_deliveries(1200, seed=16, subjects=40))
         errors: list[BaseException] = []
 
@@ -146,8 +144,6 @@ class ViewStoreContract:
         assert store.dump() == oracle(entries)
 
     def test_a_database_holds_the_view_of_one_audience(self, url: str, store: SqlViewStore) -> None:
-        if url.endswith(":memory:"):
-            pytest.skip("an in-memory database is private to its engine")
         with pytest.raises(InputError, match="holds the view of audience 'mals', not 'kmbc'"):
             open_view_store(url, "kmbc")
 
@@ -156,12 +152,6 @@ class TestSqliteFile(ViewStoreContract):
     @pytest.fixture
     def url(self, tmp_path: Path) -> str:
         return f"sqlite:///{tmp_path / 'view.db'}"
-
-
-class TestSqliteMemory(ViewStoreContract):
-    @pytest.fixture
-    def url(self) -> str:
-        return "sqlite:///:memory:"
 
 
 class TestPostgres(ViewStoreContract):
