@@ -303,6 +303,237 @@ def audit_public_key() -> None:
     typer.echo(export_public_key(keys_dir(bootstrap.settings().home)), nl=False)
 
 
+@audit_app.command("search")
+def audit_search(
+    subject: str = typer.Option(
+        None, "--subject", help="police:MP-0042, AGENCY:SCHEME:ID, hs-... or the audit pseudonym"
+    ),
+    agency: str = typer.Option(None, "--agency", help="as source or recipient (mals: mals.*)"),
+    audience: str = typer.Option(None, "--audience", help="e.g. police.iom"),
+    agreement: str = typer.Option(None, "--agreement", help="agreement id"),
+    clause: str = typer.Option(None, "--clause", help="clause id"),
+    kind: str = typer.Option(None, "--kind", help="delivered, decided, rejected, retracted..."),
+    decision: str = typer.Option(None, "--decision", help="permit or deny (decided entries)"),
+    since: str = typer.Option(None, "--since", help="from this day or ISO time (UTC)"),
+    until: str = typer.Option(None, "--until", help="before this time; a day counts whole"),
+    limit: int = typer.Option(100, "--limit", help="at most this many entries"),
+    csv_file: Path = typer.Option(None, "--csv", help="write every column to this CSV file"),
+    actor: str = typer.Option(None, "--actor", help="who asks (default: the OS user)"),
+    justification: str = typer.Option(None, "--justification", help="why (kept on the trail)"),
+) -> None:
+    """Search the trail by subject, agency, agreement, clause, decision, time (audited)."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from hub.adapters.audit_store import open_audit_store
+    from hub.adapters.kafka import SafeProducer, producer_config
+    from hub.adapters.policy_store import SqlPolicyState
+    from hub.audit import query, reports
+    from hub.policy import PseudonymKeys
+
+    s = bootstrap.settings()
+    subject_ref = None
+    if subject:
+        subject_ref = query.resolve_subject(subject, query.SubjectSources(
+            keys=lambda: PseudonymKeys(bootstrap.pseudonym_master(s)),
+            state=lambda: SqlPolicyState(bootstrap.engine_for(s.hub_database_url)),
+            agencies=lambda: {a.id: a.jurisdiction for a in bootstrap.agreements().agencies()},
+            schemes=lambda: [c.code for c in bootstrap.catalogue().reference_list(
+                "identifier_schemes").codes if c.kind == "person"],
+        ))  # fmt: skip
+    filters = reports.SearchFilters(
+        subject_ref=subject_ref, agency=agency, audience=audience, agreement_id=agreement,
+        clause_id=clause, kind=kind, decision=decision,
+        since=query.parse_since(since) if since else None,
+        until=query.parse_when(until, "--until") if until else None, limit=limit,
+    )  # fmt: skip
+    store = open_audit_store(s.hub_database_url)
+    auditor = query.AuditedQueries(
+        SafeProducer(producer_config(s.bootstrap_servers, **{"message.timeout.ms": 5000})),
+        bootstrap.topics(s).audit, actor or query.default_actor(), justification,
+    )  # fmt: skip
+    result = auditor.run(
+        "audit search", {**filters.recorded(), "output": "csv" if csv_file else "table"},
+        lambda: reports.search(store, filters), subject_ref=subject_ref,
+    )  # fmt: skip
+    more = f" (more match: narrow the filters or raise --limit {limit})" if result.truncated else ""
+    if csv_file:
+        rows = [reports.entry_row(stored) for stored in result.entries]
+        csv_file.write_text(reports.to_csv((reports.ENTRY_COLUMNS, rows)), encoding="utf-8")
+        typer.echo(f"{len(rows)} entries written to {csv_file}{more}")
+        return
+    columns, rows = reports.search_table(result)
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*(Text(cell) for cell in row))
+    Console().print(table)
+    typer.echo(f"{len(rows)} entries{more}")
+
+
+@audit_app.command("disclosure-report")
+def audit_disclosure_report(
+    subject: str = typer.Option(
+        ..., "--subject", help="police:MP-0042, AGENCY:SCHEME:ID, hs-... or the audit pseudonym"
+    ),
+    as_of: str = typer.Option(
+        None, "--as-of", help="what was held before this time; a day counts whole"
+    ),
+    agency: str = typer.Option(None, "--agency", help="only deliveries to this agency"),
+    html_file: Path = typer.Option(None, "--html", help="write a printable HTML report here"),
+    csv_file: Path = typer.Option(None, "--csv", help="write the entries to this CSV file"),
+    actor: str = typer.Option(None, "--actor", help="who asks (default: the OS user)"),
+    justification: str = typer.Option(None, "--justification", help="why (kept on the trail)"),
+) -> None:
+    """One subject's disclosures: who got which fields, when, under which clause (audited)."""
+    from datetime import UTC, datetime
+
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from hub.adapters.audit_store import open_audit_store
+    from hub.adapters.kafka import SafeProducer, producer_config
+    from hub.adapters.policy_store import SqlPolicyState
+    from hub.audit import query, reports
+    from hub.policy import PseudonymKeys
+
+    s = bootstrap.settings()
+    subject_ref = query.resolve_subject(subject, query.SubjectSources(
+        keys=lambda: PseudonymKeys(bootstrap.pseudonym_master(s)),
+        state=lambda: SqlPolicyState(bootstrap.engine_for(s.hub_database_url)),
+        agencies=lambda: {a.id: a.jurisdiction for a in bootstrap.agreements().agencies()},
+        schemes=lambda: [c.code for c in bootstrap.catalogue().reference_list(
+            "identifier_schemes").codes if c.kind == "person"],
+    ))  # fmt: skip
+    instant = query.parse_when(as_of, "--as-of") if as_of else None
+    store = open_audit_store(s.hub_database_url)
+    who = actor or query.default_actor()
+    auditor = query.AuditedQueries(
+        SafeProducer(producer_config(s.bootstrap_servers, **{"message.timeout.ms": 5000})),
+        bootstrap.topics(s).audit, who, justification,
+    )  # fmt: skip
+    outputs = [name for name, path in (("html", html_file), ("csv", csv_file)) if path]
+    report = auditor.run(
+        "audit disclosure-report",
+        {"as_of": instant, "agency": agency, "output": ",".join(outputs) or "table"},
+        lambda: reports.disclosure_report(
+            store, subject_ref, subject=subject, as_of=instant, agency=agency
+        ),
+        subject_ref=subject_ref,
+    )
+    console = Console()
+    for title, (columns, rows) in (
+        ("Recipients", reports.disclosure_summary(report)),
+        (
+            "Deliveries, retractions and corrections",
+            reports.disclosure_table(report, reports.DISCLOSURE_BRIEF),
+        ),
+    ):
+        table = Table(*columns, title=title)
+        for row in rows:
+            table.add_row(*(Text(cell) for cell in row))
+        console.print(table)
+    if html_file:
+        page = reports.disclosure_html(report, generated_by=who, generated_at=datetime.now(UTC))
+        html_file.write_text(page, encoding="utf-8")
+        typer.echo(f"written {html_file}")
+    if csv_file:
+        csv_file.write_text(reports.to_csv(reports.disclosure_table(report)), encoding="utf-8")
+        typer.echo(f"written {csv_file}")
+
+
+@audit_app.command("denials")
+def audit_denials(
+    since: str = typer.Option(None, "--since", help="from this day or ISO time (UTC)"),
+    until: str = typer.Option(None, "--until", help="before this time; a day counts whole"),
+    agency: str = typer.Option(None, "--agency", help="as source or recipient"),
+    csv_file: Path = typer.Option(None, "--csv", help="write them to this CSV file"),
+    actor: str = typer.Option(None, "--actor", help="who asks (default: the OS user)"),
+    justification: str = typer.Option(None, "--justification", help="why (kept on the trail)"),
+) -> None:
+    """Deny decisions and DLQ rejections, with their reasons (audited)."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from hub.adapters.audit_store import open_audit_store
+    from hub.adapters.kafka import SafeProducer, producer_config
+    from hub.audit import query, reports
+
+    s = bootstrap.settings()
+    start = query.parse_since(since) if since else None
+    end = query.parse_when(until, "--until") if until else None
+    store = open_audit_store(s.hub_database_url)
+    auditor = query.AuditedQueries(
+        SafeProducer(producer_config(s.bootstrap_servers, **{"message.timeout.ms": 5000})),
+        bootstrap.topics(s).audit, actor or query.default_actor(), justification,
+    )  # fmt: skip
+    found = auditor.run(
+        "audit denials",
+        {"since": start, "until": end, "agency": agency, "output": "csv" if csv_file else "table"},
+        lambda: reports.denials(store, since=start, until=end, agency=agency),
+    )
+    data = reports.denials_table(found)
+    if csv_file:
+        csv_file.write_text(reports.to_csv(data), encoding="utf-8")
+        typer.echo(f"{len(found)} denials and rejections written to {csv_file}")
+        return
+    table = Table(*data[0])
+    for row in data[1]:
+        table.add_row(*(Text(cell) for cell in row))
+    Console().print(table)
+    typer.echo(f"{len(found)} denials and rejections")
+
+
+@audit_app.command("sharing")
+def audit_sharing(
+    by: str = typer.Option("month", "--by", help="month, quarter or year"),
+    since: str = typer.Option(None, "--since", help="from this day or ISO time (UTC)"),
+    until: str = typer.Option(None, "--until", help="before this time; a day counts whole"),
+    agency: str = typer.Option(None, "--agency", help="as source or recipient"),
+    csv_file: Path = typer.Option(None, "--csv", help="write the pairs to this CSV file"),
+    actor: str = typer.Option(None, "--actor", help="who asks (default: the OS user)"),
+    justification: str = typer.Option(None, "--justification", help="why (kept on the trail)"),
+) -> None:
+    """Deliveries per source agency -> audience pair per month: sharing over time (audited)."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from hub.adapters.audit_store import open_audit_store
+    from hub.adapters.kafka import SafeProducer, producer_config
+    from hub.audit import query, reports
+
+    s = bootstrap.settings()
+    start = query.parse_since(since) if since else None
+    end = query.parse_when(until, "--until") if until else None
+    store = open_audit_store(s.hub_database_url)
+    auditor = query.AuditedQueries(
+        SafeProducer(producer_config(s.bootstrap_servers, **{"message.timeout.ms": 5000})),
+        bootstrap.topics(s).audit, actor or query.default_actor(), justification,
+    )  # fmt: skip
+    rows = auditor.run(
+        "audit sharing",
+        {"by": by, "since": start, "until": end, "agency": agency,
+         "output": "csv" if csv_file else "table"},
+        lambda: reports.sharing(store, by=by, since=start, until=end, agency=agency),
+    )  # fmt: skip
+    if csv_file:
+        csv_file.write_text(reports.to_csv(reports.sharing_table(rows)), encoding="utf-8")
+        typer.echo(f"{len(rows)} rows written to {csv_file}")
+        return
+    console = Console()
+    for title, (columns, cells) in (
+        ("Deliveries per partner pair", reports.sharing_table(rows)),
+        ("All partners", reports.sharing_totals(rows)),
+    ):
+        table = Table(*columns, title=title)
+        for row in cells:
+            table.add_row(*(Text(cell) for cell in row))
+        console.print(table)
+
+
 # -- policy ------------------------------------------------------------------------------------
 
 
@@ -436,6 +667,96 @@ def bench_view(
 
     url = db or f"sqlite:///{tempfile.mkdtemp(prefix='hub-bench-view-')}/view.db"
     _print_figures(run(n, url, batch_size=batch_size))
+
+
+# -- demo and router benchmark -----------------------------------------------------------------
+
+
+@app.command("demo")
+def demo(
+    size: int = typer.Option(240, "--size", help="people in Knowsley (a quarter as many each in "
+                             "The Hague and Turin)"),
+    seed: int = typer.Option(20150302, "--seed", help="seed of the fictional data"),
+) -> None:
+    """The whole hub on fictional data through the real broker: publish, route, audit, six
+    audience views; then what each audience got, what was withheld and why. Leaves the broker
+    running (hub broker stop)."""
+    from hub import demo as the_demo
+
+    code = the_demo.main(size=size, seed=seed)
+    if code:
+        raise typer.Exit(code)
+
+
+@bench_app.command("router")
+def bench_router(
+    n: int = typer.Option(20_000, "--n", help="events pre-loaded per run (throughput)"),
+    repeats: int = typer.Option(3, "--repeats", help="interleaved (baseline, router) pairs per k"),
+    rate: float = typer.Option(50.0, "--rate", help="events/s in the latency phase (0: skip it)"),
+    seconds: float = typer.Option(10.0, "--seconds", help="timed length of the latency phase"),
+    warmup: float = typer.Option(2.0, "--warmup", help="untimed start of the latency phase"),
+) -> None:
+    """Router events/s and end-to-end p50/p99 latency through the broker with 3 and 5 audiences,
+    beside a no-policy transactional baseline measured in the same run."""
+    from hub.adapters.router_bench import main_bench
+
+    main_bench(
+        bootstrap.settings(), build_router=bootstrap.build_router, init=bootstrap.init,
+        echo=typer.echo, n=n, repeats=repeats, rate=rate, seconds=seconds, warmup_s=warmup,
+    )  # fmt: skip
+
+
+# -- web ---------------------------------------------------------------------------------------
+
+web_app = typer.Typer(no_args_is_help=True, help="The practitioners' portal.")
+app.add_typer(web_app, name="web")
+
+
+@web_app.command("serve")
+def web_serve(
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8080, "--port"),
+    views: str = typer.Option(
+        None, "--views", help="view database URL with {audience} [default: SQLite under HUB_HOME]"
+    ),
+    users_db: str = typer.Option(None, "--users-db", help="[default: HUB_HOME/web/users.db]"),
+    secure_cookies: bool = typer.Option(False, "--secure-cookies", help="behind TLS"),
+) -> None:
+    """Serve the portal (server-rendered pages) with uvicorn."""
+    import uvicorn
+
+    from hub.web import WebConfig, create_app
+
+    config = WebConfig.from_settings(
+        bootstrap.settings(), views_url=views, users_url=users_db, secure_cookies=secure_cookies
+    )
+    uvicorn.run(create_app(config), host=host, port=port, server_header=False, log_config=None)
+
+
+@web_app.command("add-user")
+def web_add_user(
+    name: str = typer.Argument(..., help="user name"),
+    audience: str = typer.Option(..., "--audience", help="whose view, e.g. police.iom"),
+    role: str = typer.Option(..., "--role", help="practitioner, mentor or auditor"),
+    mentor_id: str = typer.Option(None, "--mentor-id", help="a mentor's id at their charity"),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="read the password"),
+    users_db: str = typer.Option(None, "--users-db", help="[default: HUB_HOME/web/users.db]"),
+) -> None:
+    """Add a portal user; the password is prompted for (or read from standard input)."""
+    from hub.domain.errors import InputError
+    from hub.web import WebConfig
+    from hub.web.users import open_user_store
+
+    known = bootstrap.agreements().audiences()
+    if audience not in known and not (role == "auditor" and audience == "hub"):
+        raise InputError(f"--audience {audience!r} (expected one of {', '.join(known)})")
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    config = WebConfig.from_settings(bootstrap.settings(), users_url=users_db)
+    user = open_user_store(config.users_url).add(name, audience, role, password, mentor_id)
+    typer.echo(f"added {user.username} ({user.role}, {user.audience})")
 
 
 def main() -> None:
