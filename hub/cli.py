@@ -303,6 +303,30 @@ def audit_public_key() -> None:
     typer.echo(export_public_key(keys_dir(bootstrap.settings().home)), nl=False)
 
 
+def _audit_subject_ref(s, subject: str) -> str:  # type: ignore[no-untyped-def]
+    """The audit pseudonym of the subject an auditor names (AGENCY:LOCAL_ID, hs-..., or itself)."""
+    from hub.adapters.policy_store import SqlPolicyState
+    from hub.audit import query
+    from hub.policy import PseudonymKeys
+
+    return query.resolve_subject(subject, query.SubjectSources(
+        keys=lambda: PseudonymKeys(bootstrap.pseudonym_master(s)),
+        state=lambda: SqlPolicyState(bootstrap.engine_for(s.hub_database_url)),
+        agencies=lambda: {a.id: a.jurisdiction for a in bootstrap.agreements().agencies()},
+        schemes=lambda: [c.code for c in bootstrap.catalogue().reference_list(
+            "identifier_schemes").codes if c.kind == "person"],
+    ))  # fmt: skip
+
+
+def _audited_queries(s, actor: str, justification: str | None):  # type: ignore[no-untyped-def]
+    """Runs auditor queries, writing each to hub.audit before its result is shown."""
+    from hub.adapters.kafka import SafeProducer, producer_config
+    from hub.audit import query
+
+    producer = SafeProducer(producer_config(s.bootstrap_servers, **{"message.timeout.ms": 5000}))
+    return query.AuditedQueries(producer, bootstrap.topics(s).audit, actor, justification)
+
+
 @audit_app.command("search")
 def audit_search(
     subject: str = typer.Option(
@@ -327,21 +351,12 @@ def audit_search(
     from rich.text import Text
 
     from hub.adapters.audit_store import open_audit_store
-    from hub.adapters.kafka import SafeProducer, producer_config
-    from hub.adapters.policy_store import SqlPolicyState
     from hub.audit import query, reports
-    from hub.policy import PseudonymKeys
 
     s = bootstrap.settings()
     subject_ref = None
     if subject:
-        subject_ref = query.resolve_subject(subject, query.SubjectSources(
-            keys=lambda: PseudonymKeys(bootstrap.pseudonym_master(s)),
-            state=lambda: SqlPolicyState(bootstrap.engine_for(s.hub_database_url)),
-            agencies=lambda: {a.id: a.jurisdiction for a in bootstrap.agreements().agencies()},
-            schemes=lambda: [c.code for c in bootstrap.catalogue().reference_list(
-                "identifier_schemes").codes if c.kind == "person"],
-        ))  # fmt: skip
+        subject_ref = _audit_subject_ref(s, subject)
     filters = reports.SearchFilters(
         subject_ref=subject_ref, agency=agency, audience=audience, agreement_id=agreement,
         clause_id=clause, kind=kind, decision=decision,
@@ -349,10 +364,7 @@ def audit_search(
         until=query.parse_when(until, "--until") if until else None, limit=limit,
     )  # fmt: skip
     store = open_audit_store(s.hub_database_url)
-    auditor = query.AuditedQueries(
-        SafeProducer(producer_config(s.bootstrap_servers, **{"message.timeout.ms": 5000})),
-        bootstrap.topics(s).audit, actor or query.default_actor(), justification,
-    )  # fmt: skip
+    auditor = _audited_queries(s, actor or query.default_actor(), justification)
     result = auditor.run(
         "audit search", {**filters.recorded(), "output": "csv" if csv_file else "table"},
         lambda: reports.search(store, filters), subject_ref=subject_ref,
@@ -393,26 +405,14 @@ def audit_disclosure_report(
     from rich.text import Text
 
     from hub.adapters.audit_store import open_audit_store
-    from hub.adapters.kafka import SafeProducer, producer_config
-    from hub.adapters.policy_store import SqlPolicyState
     from hub.audit import query, reports
-    from hub.policy import PseudonymKeys
 
     s = bootstrap.settings()
-    subject_ref = query.resolve_subject(subject, query.SubjectSources(
-        keys=lambda: PseudonymKeys(bootstrap.pseudonym_master(s)),
-        state=lambda: SqlPolicyState(bootstrap.engine_for(s.hub_database_url)),
-        agencies=lambda: {a.id: a.jurisdiction for a in bootstrap.agreements().agencies()},
-        schemes=lambda: [c.code for c in bootstrap.catalogue().reference_list(
-            "identifier_schemes").codes if c.kind == "person"],
-    ))  # fmt: skip
+    subject_ref = _audit_subject_ref(s, subject)
     instant = query.parse_when(as_of, "--as-of") if as_of else None
     store = open_audit_store(s.hub_database_url)
     who = actor or query.default_actor()
-    auditor = query.AuditedQueries(
-        SafeProducer(producer_config(s.bootstrap_servers, **{"message.timeout.ms": 5000})),
-        bootstrap.topics(s).audit, who, justification,
-    )  # fmt: skip
+    auditor = _audited_queries(s, who, justification)
     outputs = [name for name, path in (("html", html_file), ("csv", csv_file)) if path]
     report = auditor.run(
         "audit disclosure-report",
@@ -458,17 +458,13 @@ def audit_denials(
     from rich.text import Text
 
     from hub.adapters.audit_store import open_audit_store
-    from hub.adapters.kafka import SafeProducer, producer_config
     from hub.audit import query, reports
 
     s = bootstrap.settings()
     start = query.parse_since(since) if since else None
     end = query.parse_when(until, "--until") if until else None
     store = open_audit_store(s.hub_database_url)
-    auditor = query.AuditedQueries(
-        SafeProducer(producer_config(s.bootstrap_servers, **{"message.timeout.ms": 5000})),
-        bootstrap.topics(s).audit, actor or query.default_actor(), justification,
-    )  # fmt: skip
+    auditor = _audited_queries(s, actor or query.default_actor(), justification)
     found = auditor.run(
         "audit denials",
         {"since": start, "until": end, "agency": agency, "output": "csv" if csv_file else "table"},
@@ -502,17 +498,13 @@ def audit_sharing(
     from rich.text import Text
 
     from hub.adapters.audit_store import open_audit_store
-    from hub.adapters.kafka import SafeProducer, producer_config
     from hub.audit import query, reports
 
     s = bootstrap.settings()
     start = query.parse_since(since) if since else None
     end = query.parse_when(until, "--until") if until else None
     store = open_audit_store(s.hub_database_url)
-    auditor = query.AuditedQueries(
-        SafeProducer(producer_config(s.bootstrap_servers, **{"message.timeout.ms": 5000})),
-        bootstrap.topics(s).audit, actor or query.default_actor(), justification,
-    )  # fmt: skip
+    auditor = _audited_queries(s, actor or query.default_actor(), justification)
     rows = auditor.run(
         "audit sharing",
         {"by": by, "since": start, "until": end, "agency": agency,
