@@ -27,6 +27,10 @@ audit_app = typer.Typer(no_args_is_help=True, help="The tamper-evident audit tra
 policy_app = typer.Typer(no_args_is_help=True, help="The information-sharing agreements.")
 view_app = typer.Typer(no_args_is_help=True, help="Audience views kept current from deliver.*.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (figures, never pass/fail).")
+connector_app = typer.Typer(no_args_is_help=True, help="Partner connectors.")
+connector_run_app = typer.Typer(no_args_is_help=True, help="Run a partner connector.")
+connector_app.add_typer(connector_run_app, name="run")
+app.add_typer(connector_app, name="connector")
 app.add_typer(broker_app, name="broker")
 app.add_typer(policy_app, name="policy")
 app.add_typer(view_app, name="view")
@@ -666,8 +670,9 @@ def bench_view(
 
 @app.command("demo")
 def demo(
-    size: int = typer.Option(240, "--size", help="people in Knowsley (a quarter as many each in "
-                             "The Hague and Turin)"),
+    size: int = typer.Option(
+        240, "--size", help="people in Knowsley (a quarter as many each in The Hague and Turin)"
+    ),
     seed: int = typer.Option(20150302, "--seed", help="seed of the fictional data"),
 ) -> None:
     """The whole hub on fictional data through the real broker: publish, route, audit, six
@@ -749,6 +754,39 @@ def web_add_user(
     config = WebConfig.from_settings(bootstrap.settings(), users_url=users_db)
     user = open_user_store(config.users_url).add(name, audience, role, password, mentor_id)
     typer.echo(f"added {user.username} ({user.role}, {user.audience})")
+
+
+# -- connectors --------------------------------------------------------------------------------
+
+
+@connector_run_app.command("mals-sink")
+def connector_mals_sink(
+    db: str = typer.Option(..., "--db", help="MALS' client database URL"),
+    once: bool = typer.Option(False, "--once", help="stop at the end of deliver.mals"),
+) -> None:
+    """Write referrals delivered to MALS into MALS' own referrals table (minimum dataset)."""
+    from connectors.mals.sink import run_sink
+
+    s = bootstrap.settings()
+    result = run_sink(db, s.bootstrap_servers, s.schema_registry_url, s.topic_prefix, once=once)
+    typer.echo(str(result))
+
+
+@connector_run_app.command("mals-source")
+def connector_mals_source(
+    db: str = typer.Option(..., "--db", help="MALS' client database URL"),
+    once: bool = typer.Option(False, "--once", help="stop when the outbox is empty"),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="queue failed rows again"),
+) -> None:
+    """Publish what MALS staff record (sessions, LCP, outcomes, consent) from the outbox."""
+    from connectors.mals.source import run_source
+
+    s = bootstrap.settings()
+    result = run_source(
+        db, s.bootstrap_servers, s.schema_registry_url, s.topic_prefix, once=once,
+        retry=retry_failed,
+    )  # fmt: skip
+    typer.echo(str(result))
 
 
 def main() -> None:

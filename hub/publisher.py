@@ -70,6 +70,12 @@ class Publisher:
         self.sink = sink
         self.topic = (topics or Topics()).ingest(agency)
         self.published = 0
+        self._field_names: dict[str, list[str]] = {}
+
+    def _fields(self, name: str) -> list[str]:
+        if name not in self._field_names:
+            self._field_names[name] = [f["name"] for f in self.catalogue.schema(name)["fields"]]
+        return self._field_names[name]
 
     def build(
         self,
@@ -98,7 +104,7 @@ class Publisher:
                 field="event_type",
                 reason="unknown_event_type",
             ) from None
-        fields = [f["name"] for f in self.catalogue.schema(name)["fields"]]
+        fields = self._fields(name)
         unknown = sorted(set(payload) - set(fields) - {"envelope", "disclosure"})
         if unknown:
             raise ValidationError(
