@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from hub.audit.entry import AuditEntry, make_entry_id, payload_hash
+from hub.audit.entry import SHORT_MAX, TEXT_MAX, AuditEntry, make_entry_id, payload_hash
 from hub.domain.errors import Fenced, HubError, SerdeError, TransactionAborted, ValidationError
 from hub.policy import AgreementSet, Decision, PolicyState, PseudonymKeys, apply, evaluate
 from hub.ports import InRecord, OutRecord
@@ -29,6 +29,9 @@ from hub.topics import Topics
 
 log = structlog.get_logger(__name__)
 
+# The largest DLQ record (value, key and headers) the router writes as a copy: below the
+# router producer's message.max.bytes (librdkafka's default, 1,000,000) and the broker's.
+DLQ_RECORD_MAX = 900_000
 RETRACTION_NAMESPACE = uuid.UUID("0b7f0a53-6f7e-4d0e-9d7c-1f3c2a9e5b11")
 HUB_AGENCY = "hub"
 
@@ -178,15 +181,21 @@ class Router:
             bus.send(out)
         done: list[InRecord] = []
         paused: set[tuple[str, int]] = set()
+        consecutive_bad = dict(self._consecutive_bad)
         try:
-            with self._state_transaction():
-                self._process_batch(bus, records, done, paused)
-        except (Fenced, KeyboardInterrupt):
+            try:
+                with self._state_transaction():
+                    self._process_batch(bus, records, done, paused)
+            except (Fenced, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # noqa: BLE001 - the top of the loop: abort and reprocess
+                log.exception("batch_failed", records=len(records))
+                bus.abort(f"batch failed: {type(exc).__name__}: {exc}")
+            bus.commit(done)
+        except TransactionAborted:
+            # the batch will be read again: its rejections must not count twice towards a storm
+            self._consecutive_bad = consecutive_bad
             raise
-        except Exception as exc:  # noqa: BLE001 - the top of the loop: abort and reprocess
-            log.exception("batch_failed", records=len(records))
-            bus.abort(f"batch failed: {type(exc).__name__}: {exc}")
-        bus.commit(done)
         self.stats.batches += 1
 
     def _process_batch(
@@ -251,6 +260,22 @@ class Router:
                 f"envelope.source_agency {envelope['source_agency']!r} on the ingest topic of "
                 f"{agency!r}: an agency may publish only as itself",
             )
+        if not self.agreements.has_agency(agency):
+            raise Rejected("unknown_agency", f"{agency!r} is not in policies/agencies.yaml")
+        expected = self.agreements.agency(agency).jurisdiction
+        if envelope["jurisdiction"] != expected:
+            raise Rejected(
+                "jurisdiction_mismatch",
+                f"envelope.jurisdiction {envelope['jurisdiction']!r} is not the jurisdiction of "
+                f"{agency} ({expected})",
+            )
+        source_system = envelope["source_system"]
+        if len(source_system) > SHORT_MAX or "\x00" in source_system:
+            raise Rejected(
+                "invalid_envelope",
+                f"envelope.source_system must be at most {SHORT_MAX} characters without NUL "
+                "(it is the actor of the audit entry)",
+            )
         if event.get("disclosure") is not None:
             raise Rejected("forged_disclosure", "disclosure is set by the hub, never by a partner")
         if envelope["event_type"] == "delivery.retracted":
@@ -276,15 +301,31 @@ class Router:
                 f"event_id {event_id} was already routed from {prior[1]}[{prior[2]}]@{prior[3]} "
                 "with different content; a correction needs a new event_id and supersedes_event_id",
             )
+        supersedes = envelope.get("supersedes_event_id")
+        original = self.seen.get(supersedes) if supersedes else None
+        if original is not None and self.topics.agency_of_ingest(original[1]) != agency:
+            # a correction voids the facts of the original in the policy state and retracts
+            # its deliveries: only the agency that published the original may do that
+            raise Rejected(
+                "forged_correction",
+                f"supersedes_event_id {supersedes} was published on {original[1]}, not by "
+                f"{agency}: an agency may correct only its own events",
+            )
+        # Is the event routable at all? (Rule 1 of the engine: the same answer for every
+        # audience and any state; an unknown audience stops evaluate() right after it.) Asked
+        # before the state changes: an event sent to the DLQ must have no effect on decisions.
+        refused = evaluate(event, "", self.state, self.agreements)
+        if refused.effect == "reject":
+            raise Rejected("compartment", refused.reason)
         # State first, then decisions: a replay after an abort sees the same state (apply_event
         # is idempotent by event_id), so it makes the same decisions.
         self.state.apply_event(event)
         decisions = [
             evaluate(event, audience, self.state, self.agreements) for audience in self.audiences
         ]
-        refused = [d for d in decisions if d.effect == "reject"]
-        if refused:
-            raise Rejected("compartment", refused[0].reason)
+        refused_late = [d for d in decisions if d.effect == "reject"]
+        if refused_late:  # cannot happen (see above); never deliver such an event
+            raise Rejected("compartment", refused_late[0].reason)
         self.seen.put(event_id, content, record.topic, record.partition, record.offset)
         subject = self.state.subject_of(event)
         subject_ref = self.keys.pseudonym("audit", subject)
@@ -377,8 +418,9 @@ class Router:
             event_id=envelope["event_id"],
             event_type=envelope["event_type"],
             source_agency=envelope["source_agency"],
-            reason=str(envelope.get("correction_reason") or "correction"),
-            details={"supersedes": original, "recipients": ",".join(sorted(permitted))},
+            reason=_audit_text(str(envelope.get("correction_reason") or "correction")),
+            # a details value may not be empty: a correction nobody may receive says so
+            details={"supersedes": original, "recipients": ",".join(sorted(permitted)) or "-"},
         )
         return [*outputs, self._audit_record(entry)]
 
@@ -481,6 +523,20 @@ class Router:
             headers.append(("hub.error.schema_id", str(rejected.schema_id).encode()))
         dlq_topic = self.topics.dlq(agency) if agency else f"{self.topics.prefix}hub.unroutable.dlq"
         value = record.value if record.value is not None else b""
+        original_hash = payload_hash(value)
+        key = record.key
+        size = len(value) + len(key or b"") + sum(len(k) + len(v) for k, v in headers)
+        if size > DLQ_RECORD_MAX:
+            # Too big to copy: the producer (and the broker) would refuse it, and the batch would
+            # abort and be re-read forever. The DLQ record names the original instead, which
+            # stays on the ingest topic at hub.error.topic/partition/offset.
+            headers = [
+                *headers[len(record.headers) :],
+                ("hub.error.value_bytes", str(len(value)).encode()),
+                ("hub.error.value_sha256", original_hash.encode()),
+            ]
+            value = b""
+            key = key if key is None or len(key) <= 1024 else None
         entry = AuditEntry(
             entry_id=make_entry_id("rejected", record.topic, record.partition, record.offset),
             kind="rejected",
@@ -490,7 +546,7 @@ class Router:
             actor=f"hub-router-{self.config.slot}",
             source_agency=agency,
             reason=rejected.reason,
-            payload_hash=payload_hash(value),
+            payload_hash=original_hash,
             details={
                 "topic": record.topic,
                 "partition": str(record.partition),
@@ -499,7 +555,7 @@ class Router:
             },
         )
         return [
-            OutRecord(dlq_topic, record.key, value, tuple(headers)),
+            OutRecord(dlq_topic, key, value, tuple(headers)),
             self._audit_record(entry),
         ]
 
@@ -579,6 +635,12 @@ class Router:
         if event_type:
             headers.append(("event_type", event_type.encode()))
         return tuple(headers)
+
+
+def _audit_text(text: str, limit: int = TEXT_MAX) -> str:
+    """Partner free text (a correction reason) made acceptable to an audit entry: no NUL, at
+    most ``limit`` characters."""
+    return text.replace("\x00", "\\x00")[:limit]
 
 
 def _treatments(decision: Decision) -> dict[str, str]:

@@ -179,6 +179,7 @@ class TransactionalBus:
         except KafkaException as exc:
             self._raise_fatal_or_fenced(exc, "send_offsets_to_transaction")
             self.abort(f"send_offsets_to_transaction failed: {exc}")
+        in_doubt = False
         for attempt in range(1, self.commit_attempts + 1):
             try:
                 self.producer.commit_transaction(30)
@@ -189,7 +190,13 @@ class TransactionalBus:
                 error: KafkaError = exc.args[0]
                 self._raise_fatal_or_fenced(exc, "commit_transaction")
                 if error.txn_requires_abort():
-                    self.abort(f"commit_transaction requires abort: {error.str()}")
+                    if not in_doubt:
+                        self.abort(f"commit_transaction requires abort: {error.str()}")
+                    # An earlier attempt timed out: its EndTxn may still be applied, so an abort
+                    # now could corrupt the outcome (librdkafka#4016, #5423). Recreate instead.
+                    log.warning("commit_abortable_after_timeout", error=error.str())
+                    break
+                in_doubt = True
                 log.warning(
                     "commit_retried", attempt=attempt, error=error.str(),
                     retriable=error.retriable(),
@@ -233,7 +240,9 @@ class TransactionalBus:
         if error.code() in (KafkaError._FENCED, KafkaError.PRODUCER_FENCED,
                             KafkaError.INVALID_PRODUCER_EPOCH):  # fmt: skip
             raise Fenced(f"{self.transactional_id} was fenced during {operation}: {error.str()}")
-        if error.fatal():
+        # produce() on a producer already in the fatal state (e.g. fenced by a newer instance
+        # while this one was stopped) raises a plain _FATAL error whose fatal() is False
+        if error.fatal() or error.code() == KafkaError._FATAL:
             raise Fenced(f"{self.transactional_id}: fatal error during {operation}: {error.str()}")
 
     def close(self) -> None:
@@ -243,7 +252,10 @@ class TransactionalBus:
             except KafkaException:
                 pass
         self.consumer.close()
-        self.producer.flush(10)
+        try:
+            self.producer.flush(10)
+        except KafkaException as exc:  # a fenced or fatal producer: keep the original error
+            log.warning("producer_flush_failed", error=str(exc))
 
 
 def _in_record(message: Message) -> InRecord:

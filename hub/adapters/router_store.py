@@ -51,24 +51,19 @@ class SqlSeenEvents:
         self.engine = engine
         self._shared = connection
         self._conn: Connection | None = None
-        self._pending: dict[str, tuple[str, str, int, int]] = {}
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
         try:
             with self.engine.begin() as conn:
                 self._conn = conn
-                self._pending = {}
                 yield
         except SQLAlchemyError as exc:
             raise InfraError(f"router store: {exc}") from exc
         finally:
             self._conn = None
-            self._pending = {}
 
     def get(self, event_id: str) -> tuple[str, str, int, int] | None:
-        if event_id in self._pending:
-            return self._pending[event_id]
         conn = self._connection()
         row = conn.execute(
             select(
@@ -83,7 +78,6 @@ class SqlSeenEvents:
     ) -> None:
         if self.get(event_id) is not None:
             return
-        self._pending[event_id] = (content_hash, topic, partition, offset)
         self._connection().execute(
             insert(router_events).values(
                 event_id=event_id, content_hash=content_hash, topic=topic,

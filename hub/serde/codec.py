@@ -78,6 +78,17 @@ class AvroCodec:
         record = wire.decode_body(
             writer, body, self._named(name), reader, schema_id=schema_id, **where
         )
+        # Type confusion: a body written for one event type, framed with the schema id of
+        # another, can decode; its envelope then names a type whose fields it does not have.
+        event_type = record["envelope"]["event_type"]
+        if event_type != self.catalogue.event_type_for(name):
+            raise SerdeError(
+                f"envelope.event_type {event_type[:80]!r} does not match schema id {schema_id} "
+                f"({name})",
+                reason="event_type_mismatch",
+                schema_id=schema_id,
+                **where,
+            )
         return name, record
 
     def _schemas_for(self, schema_id: int, where: dict[str, Any]) -> tuple[str, Any, Any]:

@@ -21,7 +21,10 @@ from hub.domain.errors import SerdeError, ValidationError
 
 MAGIC = 0
 HEADER = struct.Struct(">bI")
-MAX_VALUE_BYTES = 1_048_576  # Kafka's default max.message.bytes; anything bigger is refused
+# The hub's own per-event limit, smaller than the broker's (RELIABILITY.md A6): what the router
+# writes for an event (a delivery with its disclosure record, or the DLQ copy with its headers)
+# must stay under its producer's message.max.bytes (librdkafka's default, 1,000,000 bytes).
+MAX_VALUE_BYTES = 512 * 1024
 
 
 def frame(schema_id: int, body: bytes) -> bytes:
