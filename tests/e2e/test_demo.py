@@ -1,0 +1,175 @@
+"""``hub demo`` end to end, headless, against the session broker: a small run of the demo's own
+fictional data through the Publisher, the router, the audit materialiser and six view consumers,
+then checks on what each audience's view holds and on the audit trail."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from hub import demo
+from tests.hubtest import hub_settings
+
+pytestmark = pytest.mark.kafka
+
+
+@pytest.fixture(scope="module")
+def result(kafka_bootstrap, registry_url, tmp_path_factory) -> demo.DemoResult:  # type: ignore[no-untyped-def]
+    prefix = f"t{uuid.uuid4().hex[:10]}."  # a fresh prefix, as the `topics` fixture gives
+    settings = hub_settings(kafka_bootstrap, registry_url, prefix, tmp_path_factory.mktemp("home"))
+    return demo.run_demo(settings, size=12)
+
+
+def rows(result: demo.DemoResult, audience: str, sql: str, *args: Any) -> list[dict[str, Any]]:
+    path = result.views[audience].path
+    assert path is not None and path.exists(), f"no view database for {audience}"
+    with sqlite3.connect(path) as conn:
+        conn.row_factory = sqlite3.Row
+        return [dict(r) for r in conn.execute(sql, args).fetchall()]
+
+
+def timeline(result: demo.DemoResult, audience: str, event_id: str) -> dict[str, Any] | None:
+    found = rows(result, audience, "SELECT * FROM view_timeline WHERE event_id = ?", event_id)
+    return found[0] if found else None
+
+
+def payloads(result: demo.DemoResult, audience: str) -> Iterator[tuple[dict[str, Any], Any]]:
+    for row in rows(result, audience, "SELECT * FROM view_timeline"):
+        yield row, json.loads(row["payload"])
+
+
+def present(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if v is not None}
+
+
+def withheld(row: dict[str, Any]) -> set[str]:
+    return {w["field"] for w in json.loads(row["withheld"])}
+
+
+def test_every_event_routed_once_and_only_the_restricted_programme_rejected(result) -> None:  # type: ignore[no-untyped-def]
+    stats, story = result.router, result.data.story
+    assert stats.received == result.data.events
+    assert stats.aborted == 0 and stats.duplicates == 0
+    assert stats.rejected == 3
+    assert {d["event_id"] for d in result.dlq} == set(story.s19_rejected)
+    assert {d["reason"] for d in result.dlq} == {"compartment"}
+    for audience, view in result.views.items():
+        assert view.records > 0, f"{audience}: nothing arrived"
+        for case_id in story.s19_case_ids:
+            leaked = rows(result, audience, "SELECT event_id FROM view_timeline WHERE payload "
+                          "LIKE ?", f"%{case_id}%")  # fmt: skip
+            assert not leaked, f"{audience} holds the restricted-programme case {case_id}"
+
+
+def test_s1_release_as_each_audience_sees_it(result) -> None:  # type: ignore[no-untyped-def]
+    story = result.data.story
+    iom = timeline(result, "police.iom", story.s1_release)
+    assert iom is not None and iom["clause_id"] == "kiom-2"
+    assert (iom["subject_scheme"], iom["subject_id"]) == (
+        "police_nominal_id", story.s1_ids["police_nominal_id"])  # fmt: skip
+    address = json.loads(iom["payload"])["destination_address"]
+    assert address["line1"] and address["postcode"], "IOM officers see the full address"
+
+    kmbc = timeline(result, "kmbc", story.s1_release)
+    assert kmbc is not None and kmbc["clause_id"] == "kiom-6"
+    payload = json.loads(kmbc["payload"])
+    assert present(payload["destination_address"]) == {"area": "Knowsley", "country": "GB"}
+    assert set(present(payload["offender_manager"])) == {"organisation", "role"}
+
+    mals = timeline(result, "mals", story.s1_release)
+    assert mals is not None and mals["clause_id"] == "mals-2"
+    assert mals["subject_id"] == story.s1_ids["mals_client_id"]
+    assert present(json.loads(mals["payload"])["destination_address"]) == {
+        "area": "Knowsley", "country": "GB"}  # fmt: skip
+
+    mentor = timeline(result, "mals.mentor", story.s1_release)
+    assert mentor is not None and mentor["clause_id"] == "mals-12"
+    assert set(json.loads(mentor["payload"])) == {"released_at", "establishment"}
+    for audience in ("safety_house", "eri"):
+        assert timeline(result, audience, story.s1_release) is None
+
+
+def test_mentors_never_see_a_surname(result) -> None:  # type: ignore[no-untyped-def]
+    names = result.data.story.mentee_family_names
+    registrations = 0
+    for row, payload in payloads(result, "mals.mentor"):
+        if row["event_type"] == "person.registered":
+            registrations += 1
+            assert "family_name" not in payload and "family_name" in withheld(row)
+            assert "date_of_birth" not in payload and "phone" not in payload
+        surname = names.get(row["subject_id"])
+        assert surname is None or surname not in row["payload"], row["event_id"]
+    assert registrations, "no registration reached the mentors"
+
+
+def test_s3_referral_reaches_mals_without_offences_or_mappa_notes(result) -> None:  # type: ignore[no-untyped-def]
+    story = result.data.story
+    row = timeline(result, "mals", story.s3_referral)
+    assert row is not None and row["clause_id"] == "mals-1"
+    assert {"offence_summary", "mappa_notes"} <= withheld(row)
+    payload = json.loads(row["payload"])
+    assert "offence_summary" not in payload and "mappa_notes" not in payload
+    assert payload["safety_information"]
+    for audience in ("mals.mentor", "kmbc", "police.iom"):
+        assert timeline(result, audience, story.s3_referral) is None
+
+
+def test_s7_withdrawn_consent_retracts_what_consent_based_clauses_delivered(result) -> None:  # type: ignore[no-untyped-def]
+    story = result.data.story
+    assert story.s7_withdrawal and story.s7_consented
+    for audience in ("police.iom", "kmbc"):
+        retractions = rows(result, audience, "SELECT * FROM view_retractions WHERE "
+                           "cause_event_id = ?", story.s7_withdrawal)  # fmt: skip
+        assert retractions and {r["reason"] for r in retractions} == {"consent_withdrawn"}
+        for event_id in story.s7_consented:
+            assert timeline(result, audience, event_id) is None, f"{audience} still shows it"
+        assert timeline(result, audience, story.s7_after) is None, "shared after the withdrawal"
+    # MALS keeps its own records, and records what happens after
+    for event_id in [*story.s7_consented, story.s7_after]:
+        assert timeline(result, "mals", event_id) is not None
+    mals_withdrawal = timeline(result, "mals", story.s7_withdrawal)
+    assert mals_withdrawal is not None and json.loads(mals_withdrawal["payload"])["reason"]
+    assert timeline(result, "police.iom", story.s7_withdrawal) is None
+
+
+def test_s8_a_corrected_release_date_replaces_the_original(result) -> None:  # type: ignore[no-untyped-def]
+    story = result.data.story
+    wrong, right = story.s8_dates
+    corrections = rows(result, "police.iom", "SELECT * FROM view_corrections WHERE "
+                       "superseded_event_id = ?", story.s8_original)  # fmt: skip
+    assert [(c["corrected_by_event_id"], c["correction_reason"]) for c in corrections] == [
+        (story.s8_correction, "keying_error")]  # fmt: skip
+    assert timeline(result, "police.iom", story.s8_original) is None
+    row = timeline(result, "police.iom", story.s8_correction)
+    assert row is not None and row["supersedes_event_id"] == story.s8_original
+    assert json.loads(row["payload"])["release_date"] == right != wrong
+
+
+def test_partners_abroad_see_their_own_data_only(result) -> None:  # type: ignore[no-untyped-def]
+    for row, payload in payloads(result, "safety_house"):
+        assert row["source_agency"] in ("safety_house", "hague_municipality")
+        assert "area_geometry" not in payload and "protected_party_ref" not in payload
+    referrals = 0
+    for row, payload in payloads(result, "eri"):
+        assert row["source_agency"] in ("eri", "it_social_services", "uepe")
+        if row["event_type"] == "referral.created":
+            referrals += 1
+            assert "offence_summary" not in payload and "offence_summary" in withheld(row)
+    assert referrals == result.data.people["Turin"]
+
+
+def test_the_audit_trail_verifies_and_counts_everything(result) -> None:  # type: ignore[no-untyped-def]
+    stats = result.router
+    assert result.audit_ok, result.audit_summary
+    kinds = result.audit_kinds
+    assert result.audit_size == sum(kinds.values())
+    assert kinds["published"] == stats.routed
+    assert kinds["delivered"] == stats.delivered
+    assert kinds["retracted"] == stats.retracted > 0
+    assert kinds["rejected"] == 3
+    assert kinds.get("corrected", 0) >= 1
