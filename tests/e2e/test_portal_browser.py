@@ -187,6 +187,7 @@ def test_a_mentor_and_an_iom_officer_see_their_own_view_of_the_same_person(
     portal: tuple[str, Any], browser: Any, tmp_path: Path
 ) -> None:
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
 
     base, settings = portal
 
@@ -214,12 +215,13 @@ def test_a_mentor_and_an_iom_officer_see_their_own_view_of_the_same_person(
     assert "There is no such person in your view." in browser.page_source
     browser.get(f"{base}/search")
     browser.find_element(By.ID, "sign-out").click()
-    assert "/login" in browser.current_url
+    WebDriverWait(browser, 10).until(lambda d: "/login" in d.current_url)
 
     # -- the police IOM officer: release address, every licence condition, priority score ----
     _sign_in(browser, base, "iom.officer")
     browser.find_element(By.ID, "q").send_keys("MP-0042")
     browser.find_element(By.ID, "search-button").click()
+    WebDriverWait(browser, 10).until(lambda d: "MP-0042" in d.current_url)
     page = _open_first_result(browser)
     browser.save_screenshot(str(tmp_path / "iom.png"))
     assert "MP-0042" in browser.find_element(By.ID, "subject-id").text
