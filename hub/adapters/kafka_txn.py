@@ -227,7 +227,19 @@ class TransactionalBus:
         assignment = self.consumer.assignment()
         if not assignment:
             return
-        for tp in self.consumer.committed(assignment, timeout=30):
+        for attempt in range(1, 6):
+            try:
+                committed = self.consumer.committed(assignment, timeout=30)
+                break
+            except KafkaException as exc:
+                # A broker coming back (its coordinator loading, pending transactional offsets
+                # not yet stable) is no reason to die; continuing without the rewind would be.
+                error: KafkaError = exc.args[0]
+                retry = error.retriable() or error.code() in _RETRY_REWIND
+                if error.fatal() or attempt == 5 or not retry:
+                    raise InfraError(f"cannot rewind to the committed offsets: {exc}") from exc
+                log.warning("rewind_retried", attempt=attempt, error=error.str())
+        for tp in committed:
             offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
             self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
         log.info("consumer_rewound", partitions=len(assignment))
@@ -256,6 +268,19 @@ class TransactionalBus:
             self.producer.flush(10)
         except KafkaException as exc:  # a fenced or fatal producer: keep the original error
             log.warning("producer_flush_failed", error=str(exc))
+
+
+_RETRY_REWIND = frozenset(
+    {
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.UNSTABLE_OFFSET_COMMIT,
+    }
+)
 
 
 def _in_record(message: Message) -> InRecord:
