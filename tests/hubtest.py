@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -151,3 +152,41 @@ class TopicTail:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+class LiveRouter:
+    """The router in a background thread for the length of a test; ``wait(n)`` returns once it
+    has consumed and committed ``n`` input records."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.router, self.bus = bootstrap.build_router(settings)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.router.run(self.bus, self._stop.is_set)
+        except BaseException as exc:  # noqa: BLE001 - reported by wait()
+            self._error = exc
+        finally:
+            self.bus.close()
+
+    def __enter__(self) -> LiveRouter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def wait(self, received: int, timeout: float = 90.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._error is not None:
+                raise AssertionError(f"router failed: {self._error!r}")
+            stats = self.router.stats
+            if stats.received >= received and stats.batches and not self.bus.in_transaction:
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"router consumed {self.router.stats.received} of {received}")

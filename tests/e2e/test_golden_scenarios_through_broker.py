@@ -9,8 +9,6 @@ subject's id, and for `reject` the DLQ record with its reason.
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,49 +17,11 @@ import yaml
 
 from hub import bootstrap
 from tests.golden.policy.builder import EventBuilder, value_at
-from tests.hubtest import TopicTail, hub_settings, publish, read_all
+from tests.hubtest import LiveRouter, TopicTail, hub_settings, publish, read_all
 from tests.unit.test_policy_golden import _norm
 
 pytestmark = pytest.mark.kafka
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "policy"
-
-
-class LiveRouter:
-    """One router in a background thread for the length of a test."""
-
-    def __init__(self, settings: Any) -> None:
-        self.router, self.bus = bootstrap.build_router(settings)
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.router.run(self.bus, self._stop.is_set)
-        except BaseException as exc:  # noqa: BLE001 - reported by wait()
-            self._error = exc
-        finally:
-            self.bus.close()
-
-    def __enter__(self) -> LiveRouter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(60)
-
-    def wait(self, received: int, timeout: float = 90.0) -> None:
-        """Wait until the router has consumed and committed ``received`` input records."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._error is not None:
-                raise AssertionError(f"router failed: {self._error!r}")
-            stats = self.router.stats
-            if stats.received >= received and stats.batches and not self.bus.in_transaction:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"router consumed {self.router.stats.received} of {received}")
 
 
 def _scenarios() -> list[Any]:

@@ -29,7 +29,7 @@ from hub.web.audit import subject_ref
 from hub.web.users import open_user_store
 from tests.conftest import free_port
 from tests.golden.policy.builder import EventBuilder
-from tests.hubtest import hub_settings, publish, read_all
+from tests.hubtest import LiveRouter, hub_settings, publish, read_all
 from tests.web.scenario import EXTRA_EVENTS, EXTRA_PEOPLE, JORDAN, S1, SAM
 from tests.web.support import PASSWORD, add_users
 
@@ -53,43 +53,6 @@ def _events(catalogue: Any) -> list[dict[str, Any]]:
             if name not in order:
                 order.append(name)
     return [builder.build(name, doc["events"][name]) for name in [*order, *EXTRA_EVENTS]]
-
-
-class LiveRouter:
-    """The router in a background thread; ``wait(n)`` until it has committed n records."""
-
-    def __init__(self, settings: Any) -> None:
-        self.router, self.bus = bootstrap.build_router(settings)
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.router.run(self.bus, self._stop.is_set)
-        except BaseException as exc:  # noqa: BLE001 - reported by wait()
-            self._error = exc
-        finally:
-            self.bus.close()
-
-    def __enter__(self) -> LiveRouter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(60)
-
-    def wait(self, received: int, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self._error is not None:
-                raise AssertionError(f"router failed: {self._error!r}")
-            stats = self.router.stats
-            if stats.received >= received and stats.batches and not self.bus.in_transaction:
-                return
-            time.sleep(0.05)
-        raise AssertionError(f"router consumed {self.router.stats.received} of {received}")
 
 
 @pytest.fixture
