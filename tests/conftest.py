@@ -98,3 +98,7 @@ def codec(catalogue, registry_url):  # type: ignore[no-untyped-def]
     codec = AvroCodec(catalogue, HttpSchemaRegistry(registry_url))
     codec.register_all()
     return codec
+
+
+# PostgreSQL for the store contract tests: one throwaway server per session (tests/pg.py).
+from tests.pg import fresh_postgres_url, postgres_url  # noqa: E402, F401

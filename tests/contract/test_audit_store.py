@@ -8,11 +8,6 @@ module); otherwise those cases are skipped.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -201,50 +196,6 @@ class TestSqliteMemoryStore(AuditStoreContract):
         store = open_audit_store("sqlite://")
         yield store
         store.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    external = os.environ.get("HUB_TEST_POSTGRES_URL")
-    if external:
-        yield external
-        return
-    initdb, pg_ctl = shutil.which("initdb"), shutil.which("pg_ctl")
-    if not (initdb and pg_ctl):
-        pytest.skip("PostgreSQL not available: set HUB_TEST_POSTGRES_URL or install initdb/pg_ctl")
-    pytest.importorskip("psycopg", reason="psycopg not installed (pip install '.[postgres]')")
-    as_user: list[str] = []
-    root = Path(tempfile.mkdtemp(prefix="hub-pg-"))
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        if not shutil.which("runuser"):
-            pytest.skip("running as root without runuser to start PostgreSQL as another user")
-        as_user = ["runuser", "-u", "postgres", "--"]
-        shutil.chown(root, user="postgres")
-    data, port = root / "data", _free_port()
-    subprocess.run(
-        [*as_user, initdb, "-D", str(data), "-U", "hub", "--auth=trust", "-E", "UTF8"],
-        check=True,
-        capture_output=True,
-    )
-    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    subprocess.run(
-        [*as_user, pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield f"postgresql+psycopg://hub@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run(
-            [*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True
-        )
-        shutil.rmtree(root, ignore_errors=True)
 
 
 class TestPostgresStore(AuditStoreContract):
