@@ -185,6 +185,7 @@ class AuditedQueries:
     justification: str | None = None
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     timeout_s: float = RECORD_TIMEOUT_S
+    component: str = COMPONENT  # who asks on the auditor's behalf: the CLI, or "web"
 
     def __post_init__(self) -> None:
         self.entry("check", {}, None, "ok")  # a bad --actor or --justification fails up front
@@ -230,7 +231,7 @@ class AuditedQueries:
             entry_id=f"auditor_query-{uuid.uuid4().hex}",
             kind="auditor_query",
             at=self.clock(),
-            component=COMPONENT,
+            component=self.component,
             outcome=outcome,
             actor=self.actor,
             role=ROLE,

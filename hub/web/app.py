@@ -8,9 +8,13 @@
 - CSRF: every form carries the session's token and every POST is refused without it; the
   sign-in form's token lives in the session cookie the sign-in page sets before anyone signs in.
 - Every response carries X-Frame-Options, X-Content-Type-Options, a Content-Security-Policy
-  (``default-src 'self'``, so no inline script or style) and Referrer-Policy; pages are not cached.
+  (``default-src 'self'``, so no inline script or style) and Referrer-Policy, and HSTS when
+  served over HTTPS (or with ``secure_cookies``, behind a TLS proxy); pages are not cached.
+- Sign-in is rate limited per client address (``login_attempts`` per ``login_window_s``), on top
+  of the per-name lock-out: guessing across many names from one address is slowed too.
 - Roles are checked on every route: practitioners and mentors see their audience's view, a
-  mentor only their own mentees; auditors have no subject pages here.
+  mentor only their own mentees; auditors see the audit trail's reports
+  (:mod:`hub.web.auditor`) and no subject pages; every other role gets 403 there.
 - Every page that shows a subject puts an ``access`` entry on the audit trail first, and is not
   shown when the trail does not take it (:mod:`hub.web.audit`).
 
@@ -21,7 +25,9 @@ use ``from __future__ import annotations``: FastAPI reads the dependency annotat
 import datetime as dt
 import hmac
 import secrets
+import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -40,6 +46,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from hub.domain.errors import HubError, InfraError, InputError
 from hub.web import present
 from hub.web.audit import AccessRecorder
+from hub.web.auditor import AuditorDesk, DeskHolder, add_auditor_routes, open_desk
 from hub.web.config import WebConfig, session_key
 from hub.web.passwords import dummy_hash, verify_password
 from hub.web.reader import MIN_QUERY, Views
@@ -58,6 +65,7 @@ SECURE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
+HSTS = "max-age=31536000; includeSubDomains"
 
 
 class SignInRequired(Exception):
@@ -76,16 +84,19 @@ class Refused(Exception):
 
 
 class SecureHeaders:
-    """Adds the security headers to every response, error pages included."""
+    """Adds the security headers to every response, error pages included; HSTS when the request
+    came over HTTPS or ``hsts`` says a TLS proxy is in front."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, hsts: bool = False) -> None:
         self.app = app
+        self.hsts = hsts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         static = scope["path"].startswith("/static/")
+        https = self.hsts or scope.get("scheme") == "https"
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -93,9 +104,38 @@ class SecureHeaders:
                 for name, value in SECURE_HEADERS.items():
                     headers[name] = value
                 headers["Cache-Control"] = "private, max-age=300" if static else "no-store"
+                if https:
+                    headers["Strict-Transport-Security"] = HSTS
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class AttemptLimit:
+    """At most ``limit`` attempts per key within ``window_s`` (a sliding window, in memory: one
+    process; the per-name lock-out in the user store holds across processes)."""
+
+    MAX_KEYS = 10_000
+
+    def __init__(self, limit: int, window_s: float) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._seen: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str, now: float) -> float:
+        """Count an attempt; 0 if allowed, else the seconds until the next one is."""
+        with self._lock:
+            if len(self._seen) >= self.MAX_KEYS:
+                for stale in [k for k, q in self._seen.items() if now - q[-1] > self.window_s]:
+                    del self._seen[stale]
+            times = self._seen.setdefault(key, deque())
+            while times and now - times[0] >= self.window_s:
+                times.popleft()
+            if len(times) >= self.limit:
+                return self.window_s - (now - times[0])
+            times.append(now)
+            return 0.0
 
 
 def _safe_next(path: str | None) -> str:
@@ -111,9 +151,11 @@ def create_app(
     users: UserStore | None = None,
     recorder: AccessRecorder | None = None,
     views: Views | None = None,
+    desk: AuditorDesk | None = None,
     clock: Callable[[], float] = time.time,
 ) -> FastAPI:
-    """The portal. ``users``, ``recorder`` and ``views`` default to the ones ``config`` names."""
+    """The portal. ``users``, ``recorder``, ``views`` and the auditors' ``desk`` default to the
+    ones ``config`` names."""
     if users is None:
         users = open_user_store(config.users_url)
     if recorder is None:
@@ -127,6 +169,8 @@ def create_app(
         )
     views = views or Views(config.view_url)
     store, trail, view_set = users, recorder, views
+    desks = DeskHolder((lambda: desk) if desk is not None else (lambda: open_desk(config)))
+    attempts = AttemptLimit(config.login_attempts, config.login_window_s)
 
     templates = Jinja2Templates(directory=HERE / "templates")
     templates.env.filters["when"] = present.when
@@ -208,6 +252,7 @@ def create_app(
         yield
         trail.close()
         view_set.dispose()
+        desks.close()
 
     app = FastAPI(
         title="Hub portal",
@@ -225,7 +270,7 @@ def create_app(
         same_site="strict",
         https_only=config.secure_cookies,
     )
-    app.add_middleware(SecureHeaders)
+    app.add_middleware(SecureHeaders, hsts=config.secure_cookies)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
 
     @app.exception_handler(SignInRequired)
@@ -268,6 +313,17 @@ def create_app(
         next: Annotated[str, Form()] = "/",
     ) -> Response:
         name = normalise_username(username)
+        address = request.client.host if request.client else "unknown"
+        wait_s = attempts.allow(address, clock())
+        if wait_s:
+            trail.event("login_failed", outcome="denied", actor=None,
+                        reason="too many sign-in attempts from one address")  # fmt: skip
+            log.warning("sign_in_rate_limited", attempts=config.login_attempts,
+                        window_s=config.login_window_s)  # fmt: skip
+            return render(
+                request, "login.html", 429, next=_safe_next(next),
+                error=f"Too many sign-in attempts. Try again in {int(wait_s) + 1} second(s).",
+            )  # fmt: skip
         now = dt.datetime.fromtimestamp(clock(), dt.UTC)
         window = dt.timedelta(seconds=config.lockout_s)
         locked = store.locked_until(name, now)
@@ -315,7 +371,6 @@ def create_app(
         return RedirectResponse("/login", status_code=303)
 
     PortalUser = Annotated[User, Depends(require(*PORTAL_ROLES))]
-    AuditorUser = Annotated[User, Depends(require("auditor"))]
 
     @app.get("/search")
     def search(request: Request, user: PortalUser, q: str = "") -> Response:
@@ -368,8 +423,5 @@ def create_app(
             tasks=present.tasks(record.status, agency, mentor=mentor),
         )  # fmt: skip
 
-    @app.get("/auditor")
-    def auditor(request: Request, user: AuditorUser) -> Response:
-        return render(request, "auditor.html")
-
+    add_auditor_routes(app, auditor=require("auditor"), render=render, trail=trail, desk=desks)
     return app

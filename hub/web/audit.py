@@ -36,6 +36,20 @@ class EntrySink(Protocol):
     def flush(self, timeout: float = ...) -> None: ...
 
 
+class _SharedSink:
+    def __init__(self, recorder: AccessRecorder) -> None:
+        self._recorder = recorder
+        self._pending: list[tuple[str, bytes | None, bytes]] = []
+
+    def send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        self._pending.append((topic, key, value))
+
+    def flush(self, timeout: float = 0.0) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            self._recorder._send(pending)
+
+
 def subject_ref(scheme: str, local_id: str) -> str:
     return hashlib.sha256(f"{scheme}:{local_id}".encode()).hexdigest()
 
@@ -70,12 +84,22 @@ class AccessRecorder:
                 log.error("audit_entries_not_flushed", error=str(exc))
 
     def _record(self, entry: AuditEntry) -> None:
+        self._send([(self.topic, entry.entry_id.encode(), entry.to_json_bytes())])
+        log.info("audit_entry_recorded", entry_id=entry.entry_id, kind=entry.kind)
+
+    def _send(self, records: Sequence[tuple[str, bytes | None, bytes]]) -> None:
         with self._lock:
             if self._sink is None:
                 self._sink = self._sink_factory()
-            self._sink.send(self.topic, entry.entry_id.encode(), entry.to_json_bytes())
+            for topic, key, value in records:
+                self._sink.send(topic, key, value)
             self._sink.flush(self.timeout_s)
-        log.info("audit_entry_recorded", entry_id=entry.entry_id, kind=entry.kind)
+
+    def query_sink(self) -> EntrySink:
+        """A sink for ``hub.audit.query.AuditedQueries`` that shares this recorder's producer:
+        what it is sent goes out at its ``flush``, which raises ``InfraError`` when the broker
+        did not acknowledge it (the auditor's answer is then not shown)."""
+        return _SharedSink(self)
 
     def access(
         self,

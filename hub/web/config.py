@@ -1,5 +1,6 @@
 """What the portal needs to know, taken from the hub's settings once (``WebConfig.from_settings``).
 
+The auditor pages read the audit trail and the policy state in ``hub_database_url``.
 Views are read from ``views_url`` with ``{audience}`` replaced (default: the SQLite file that
 ``hub view run --audience X`` writes under ``HUB_HOME/views``); users live in ``users_url``
 (default ``HUB_HOME/web/users.db``); the session signing key in ``HUB_HOME/keys/web_session.key``.
@@ -34,8 +35,11 @@ class WebConfig:
     max_session_s: int = 8 * 60 * 60
     max_failures: int = 5
     lockout_s: int = 15 * 60
-    secure_cookies: bool = False  # set behind TLS: the session cookie is then HTTPS-only
+    secure_cookies: bool = False  # set behind TLS: HTTPS-only session cookie, and HSTS
     audit_timeout_s: float = 10.0
+    login_attempts: int = 20  # sign-in attempts per client address within login_window_s
+    login_window_s: int = 60
+    hub_database_url: str = ""  # the audit trail and policy state the auditor pages read
 
     @classmethod
     def from_settings(
@@ -55,6 +59,7 @@ class WebConfig:
             bootstrap_servers=s.bootstrap_servers,
             audit_topic=Topics(prefix=s.topic_prefix).audit,
             secure_cookies=secure_cookies,
+            hub_database_url=s.hub_database_url,
         )
 
     def view_url(self, audience: str) -> str:
