@@ -789,6 +789,80 @@ def connector_mals_source(
     typer.echo(str(result))
 
 
+def _file_connector_command(name: str):  # type: ignore[no-untyped-def]
+    def run(
+        inputs: list[Path] = typer.Option(None, "--input", help="an export (repeatable)"),
+        watch: Path = typer.Option(None, "--watch", help="a drop folder, until SIGTERM"),
+        encoding: str = typer.Option(None, "--encoding", help="e.g. cp1252 for a non-UTF-8 file"),
+        ledger: Path = typer.Option(None, "--ledger", help="default: HUB_HOME/connectors/NAME/"),
+        quarantine: Path = typer.Option(None, "--quarantine", help="default: beside the input"),
+        dry_run: bool = typer.Option(False, "--dry-run", help="check and count, send nothing"),
+    ) -> None:
+        from connectors.framework import (
+            Ledger,
+            MemorySink,
+            build_publisher,
+            default_progress,
+            default_state_dir,
+            run_file,
+        )
+        from connectors.mals.entry import stop_on_signals
+
+        if bool(inputs) == bool(watch):
+            raise typer.BadParameter("give --input FILE (one or more) or --watch DIR")
+        s = bootstrap.settings()
+        spec = _connector(name)
+        publisher = build_publisher(spec, s.bootstrap_servers, s.schema_registry_url,
+                                    s.topic_prefix)  # fmt: skip
+        state = default_state_dir(s.home, spec)
+        if dry_run:
+            publisher.sink = MemorySink()
+        book = Ledger(":memory:" if dry_run else ledger or state / "ledger.sqlite")
+        try:
+            if watch:
+                from connectors.framework import watch as watch_folder
+
+                def report(path: Path, summary, error: str | None) -> None:  # type: ignore[no-untyped-def]
+                    typer.echo(f"{path.name}: {error or summary.line()}", err=bool(error))
+
+                total = watch_folder(spec, watch, publisher, book, stop_on_signals(),
+                                     encoding=encoding, on_file=report)  # fmt: skip
+                typer.echo(f"{name}: {total.line()}")
+                return
+            for path in inputs:
+                progress, stop_progress = default_progress()
+                try:
+                    summary = run_file(spec, path, publisher, book, quarantine_dir=quarantine,
+                                       encoding=encoding, progress=progress)  # fmt: skip
+                finally:
+                    stop_progress()
+                for warning in summary.warnings:
+                    typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+                typer.echo(f"{path.name}: {summary.line()}{' (dry run)' if dry_run else ''}")
+        finally:
+            book.close()
+
+    run.__doc__ = f"Publish {name} exports (see its MAPPING.md), or watch a drop folder."
+    return run
+
+
+def _connector(name: str):  # type: ignore[no-untyped-def]
+    from connectors import connector
+
+    return connector(name)
+
+
+def _register_file_connectors() -> None:
+    """One ``hub connector run <partner>`` per entry of ``connectors.PARTNERS``."""
+    from connectors import PARTNERS
+
+    for name in PARTNERS:
+        connector_run_app.command(name)(_file_connector_command(name))
+
+
+_register_file_connectors()
+
+
 def main() -> None:
     try:
         logsetup.configure(bootstrap.settings().log_level)
