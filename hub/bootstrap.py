@@ -18,7 +18,25 @@ log = structlog.get_logger(__name__)
 
 @lru_cache(maxsize=1)
 def settings() -> Settings:
-    return Settings()
+    s = Settings()
+    use_kafka_security(s)
+    return s
+
+
+def use_kafka_security(s: Settings) -> None:
+    """Every Kafka client this process builds authenticates as ``s.kafka_security`` says (resolved
+    at the first client, so ``hub broker start --secure`` can create the credentials first)."""
+    from hub.adapters.kafka import use_security
+    from hub.adapters.kafka_security import client_security
+
+    use_security(lru_cache(maxsize=1)(lambda: client_security(s)))
+
+
+def kafka_mode(s: Settings) -> str:
+    """How a service names its Kafka security in the line that starts it."""
+    from hub.adapters.kafka_security import mode_label
+
+    return mode_label(s)
 
 
 def topics(s: Settings) -> Topics:
@@ -129,6 +147,7 @@ def init(s: Settings) -> dict[str, object]:
 
 def build_router(s: Settings, slot: int = 0):  # type: ignore[no-untyped-def]
     """The router for ``slot`` and its transactional bus (``hub-router-<slot>``)."""
+    from hub.adapters.kafka import security_config
     from hub.adapters.kafka_txn import TransactionalBus
     from hub.adapters.policy_store import SqlPolicyState
     from hub.adapters.router_store import SqlSeenEvents
@@ -161,6 +180,22 @@ def build_router(s: Settings, slot: int = 0):  # type: ignore[no-untyped-def]
         transactional_id=f"{t.prefix}hub-router-{slot}",
         subscribe=[pattern],
         transaction_timeout_ms=s.router.transaction_timeout_ms,
-        consumer_extra={"session.timeout.ms": s.router.session_timeout_ms},
+        consumer_extra={"session.timeout.ms": s.router.session_timeout_ms, **security_config()},
+        producer_extra=security_config(),
     )
     return router, bus
+
+
+# -- Kafka principals and ACLs -----------------------------------------------------------------
+
+
+def agency_registry() -> list[tuple[str, list[str]]]:
+    """Each agency of policies/agencies.yaml with its audiences."""
+    return [(a.id, sorted(a.audiences)) for a in agreements().agencies()]
+
+
+def acl_admin(s: Settings):  # type: ignore[no-untyped-def]
+    from hub.adapters.acl import AclAdmin
+    from hub.adapters.kafka import admin_config
+
+    return AclAdmin(admin_config(s.bootstrap_servers), s.home)

@@ -70,7 +70,11 @@ def broker_fetch() -> None:
 
 
 @broker_app.command("start")
-def broker_start() -> None:
+def broker_start(
+    secure: bool = typer.Option(
+        False, "--secure", help="SASL_SSL (SCRAM-SHA-512) and ACLs only; no plaintext listener"
+    ),
+) -> None:
     """Start the local broker (idempotent); returns once it answers a metadata request."""
     from hub.adapters import broker
 
@@ -80,8 +84,15 @@ def broker_start() -> None:
             raise InfraError(f"HUB_KAFKA_BOOTSTRAP={s.kafka_bootstrap} does not answer")
         typer.echo(f"using the existing cluster at {s.kafka_bootstrap} (HUB_KAFKA_BOOTSTRAP)")
         return
-    status = broker.LocalBroker(s).start(_progress_printer())
-    typer.echo(f"broker {status.describe()} [plaintext: development mode]")
+    local = broker.LocalBroker(s, secure=secure or None)
+    status = local.start(_progress_printer())
+    typer.echo(f"broker {status.describe()} [{local.label}]")
+    if local.secure:
+        from hub.adapters.kafka_security import ca_path, credentials_path
+
+        typer.echo(
+            f"CA for clients: {ca_path(s.home)}; hub-admin's password: {credentials_path(s.home)}"
+        )
 
 
 @broker_app.command("stop")
@@ -111,6 +122,48 @@ def broker_logs(lines: int = typer.Option(50, "--lines", "-n", help="how many li
 
     for line in broker.LocalBroker(bootstrap.settings()).logs(lines):
         typer.echo(line)
+
+
+# -- agencies: Kafka principals and ACLs -------------------------------------------------------
+
+agencies_app = typer.Typer(
+    no_args_is_help=True, help="Kafka principals and ACLs per agency and hub service."
+)
+app.add_typer(agencies_app, name="agencies")
+
+
+@agencies_app.command("provision")
+def agencies_provision(
+    revoke: str = typer.Option(
+        None, "--revoke", help="delete AGENCY's user and ACLs now; it stays revoked"
+    ),
+    restore: str = typer.Option(None, "--restore", help="provision a revoked AGENCY again"),
+) -> None:
+    """Create a SCRAM principal per agency and hub service and exactly the ACLs each needs,
+    from policies/agencies.yaml (idempotent); passwords go to HUB_HOME/security/."""
+    from hub.adapters.kafka_security import credentials_path
+
+    s = bootstrap.settings()
+    if s.kafka_security.mode != "sasl_ssl":
+        raise InfraError(
+            "hub agencies provision needs the secure broker: HUB_KAFKA_SECURITY__MODE=sasl_ssl "
+            "(and `hub broker start --secure` for the local one)"
+        )
+    agencies = bootstrap.agency_registry()
+    admin = bootstrap.acl_admin(s)
+    if revoke:
+        deleted = admin.revoke(revoke, [a for a, _ in agencies])
+        typer.echo(f"revoked {revoke}: SCRAM user deleted, {deleted} ACLs deleted")
+        return
+    if restore:
+        admin.restore(restore)
+    report = admin.provision(agencies, bootstrap.topics(s))
+    typer.echo(
+        f"{len(report.users_created)} users created, {report.acls_created} ACLs created, "
+        f"{report.acls_deleted} deleted, {report.acls_kept} unchanged"
+        + (f"; revoked {', '.join(report.revoked)}" if report.revoked else "")
+        + f"; passwords in {credentials_path(s.home)}"
+    )
 
 
 # -- registry ----------------------------------------------------------------------------------
@@ -210,7 +263,10 @@ def router_run(
     """Route ingest.* to deliver.* and hub.audit, exactly once, until SIGTERM."""
     s = bootstrap.settings()
     router, bus = bootstrap.build_router(s, slot)
-    log.info("router_started", slot=slot, mode="plaintext-dev", audiences=len(router.audiences))
+    log.info(
+        "router_started", slot=slot, kafka_security=bootstrap.kafka_mode(s),
+        audiences=len(router.audiences),
+    )  # fmt: skip
     try:
         router.run(bus, _stop_on_signals())
     finally:
@@ -223,6 +279,12 @@ def router_run(
 
 
 # -- audit -------------------------------------------------------------------------------------
+
+
+def _service_starting(service: str, s, **context: object) -> None:  # type: ignore[no-untyped-def]
+    """The line that starts a service names its Kafka security: SASL_SSL, or plaintext as
+    development only (RELIABILITY.md AZ-8)."""
+    log.info(f"{service}_starting", kafka_security=bootstrap.kafka_mode(s), **context)
 
 
 def _stop_on_signals():  # type: ignore[no-untyped-def]
@@ -252,6 +314,7 @@ def audit_run(
     from hub.audit.commands import keys_dir
 
     s = bootstrap.settings()
+    _service_starting("audit_materialiser", s)
     worker = run_materialiser(
         bootstrap=s.bootstrap_servers,
         topic=bootstrap.topics(s).audit,
@@ -609,6 +672,7 @@ def view_run(
     """Keep an audience's database current from deliver.<audience>, exactly once."""
     from hub.adapters.view_consumer import main_run
 
+    _service_starting("view", bootstrap.settings(), audience=audience)
     stats = main_run(
         bootstrap.settings(), audience, _view_db(audience, db), instance_id=instance_id,
         batch_size=batch_size,
@@ -727,6 +791,7 @@ def web_serve(
     config = WebConfig.from_settings(
         bootstrap.settings(), views_url=views, users_url=users_db, secure_cookies=secure_cookies
     )
+    _service_starting("web", bootstrap.settings(), host=host, port=port)
     uvicorn.run(create_app(config), host=host, port=port, server_header=False, log_config=None)
 
 
@@ -768,6 +833,7 @@ def connector_mals_sink(
     from connectors.mals.sink import run_sink
 
     s = bootstrap.settings()
+    _service_starting("connector_mals_sink", s)
     result = run_sink(db, s.bootstrap_servers, s.schema_registry_url, s.topic_prefix, once=once)
     typer.echo(str(result))
 
@@ -782,6 +848,7 @@ def connector_mals_source(
     from connectors.mals.source import run_source
 
     s = bootstrap.settings()
+    _service_starting("connector_mals_source", s)
     result = run_source(
         db, s.bootstrap_servers, s.schema_registry_url, s.topic_prefix, once=once,
         retry=retry_failed,

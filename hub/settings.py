@@ -7,8 +7,9 @@ Environment variables use the ``HUB_`` prefix and ``__`` for nesting, e.g.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KAFKA_VERSION = "4.1.1"
@@ -33,6 +34,26 @@ class BrokerSettings(BaseModel):
     heap: str = "512m"
     node_id: int = 1
     start_timeout_s: float = 90.0
+    max_reauth_ms: int = Field(
+        default=20_000, ge=1_000, description="secure mode: clients re-authenticate this often"
+    )
+
+
+class KafkaSecuritySettings(BaseModel):
+    """How the hub's Kafka clients authenticate (RELIABILITY.md A7): ``plaintext`` for development
+    only, or ``sasl_ssl`` (SCRAM-SHA-512 over TLS, the broker's certificate checked against the
+    CA and the host name). With the local secure broker the defaults work: the admin principal,
+    its password from ``HUB_HOME/security/kafka-credentials.json``, the CA ``HUB_HOME/security/
+    ca.pem``; a service sets its own ``username`` (e.g. ``hub-router``) and ``password``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mode: Literal["plaintext", "sasl_ssl"] = "plaintext"
+    username: str | None = Field(default=None, description="SCRAM principal [default: hub-admin]")
+    password: SecretStr | None = Field(
+        default=None, description="[default: the credentials file under HUB_HOME]"
+    )
+    ca_file: Path | None = Field(default=None, description="[default: HUB_HOME/security/ca.pem]")
 
 
 class RegistrySettings(BaseModel):
@@ -76,6 +97,7 @@ class Settings(BaseSettings):
         default="", description="prepended to every topic name (tests, shared clusters)"
     )
     broker: BrokerSettings = Field(default_factory=BrokerSettings)
+    kafka_security: KafkaSecuritySettings = Field(default_factory=KafkaSecuritySettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
 

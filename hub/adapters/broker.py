@@ -1,6 +1,14 @@
 """The local Apache Kafka broker that ``hub broker start`` runs: one KRaft node, broker and
 controller combined, listening on 127.0.0.1 only, with its data under ``HUB_HOME/kafka``.
 
+Plain mode (development only) has a PLAINTEXT listener. Secure mode (``--secure``, RELIABILITY.md
+A7) binds no plaintext port at all: clients reach a SASL_SSL listener (SCRAM-SHA-512 over TLS, the
+hub's own CA, see ``hub.adapters.tls``), the controller listener is SASL_SSL with PLAIN for the
+broker's own principal only, the KRaft ``StandardAuthorizer`` denies whatever no ACL allows, and
+the one super user, ``hub-admin``, gets its SCRAM credential when the storage is formatted
+(KIP-900), so the broker is secure from its first start. The mode is fixed when the storage is
+formatted; starting the other way is refused.
+
 Kafka's jars are resolved from Maven Central through Maven (``kafka/pom.xml``) and cached outside
 the repository, under ``<cache_dir>/kafka/<version>/libs``. Nothing here is needed when
 ``HUB_KAFKA_BOOTSTRAP`` points at an existing cluster.
@@ -23,13 +31,15 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
+from hub.adapters import kafka_security, tls
 from hub.domain.errors import InfraError
-from hub.settings import Settings
+from hub.settings import KafkaSecuritySettings, Settings
 
 log = structlog.get_logger(__name__)
 
@@ -135,10 +145,17 @@ class BrokerStatus:
         return "stopped"
 
 
-def answers_metadata(bootstrap: str, timeout: float = 2.0) -> bool:
+def answers_metadata(
+    bootstrap: str, timeout: float = 2.0, security: dict[str, Any] | None = None
+) -> bool:
     """True when a broker at ``bootstrap`` answers a metadata request within ``timeout``."""
     admin = AdminClient(
-        {"bootstrap.servers": bootstrap, "socket.timeout.ms": int(timeout * 1000), "log_level": 0}
+        {
+            "bootstrap.servers": bootstrap,
+            "socket.timeout.ms": int(timeout * 1000),
+            "log_level": 0,
+            **(security or {}),
+        }
     )
     try:
         metadata = admin.list_topics(timeout=timeout)
@@ -167,13 +184,34 @@ def _alive(pid: int) -> bool:
     return True
 
 
-class LocalBroker:
-    """A single-node KRaft broker under ``HUB_HOME/kafka``; idempotent start, clean stop."""
+PLAINTEXT = "plaintext"
+SECURE = "sasl_ssl"
+HOST = "127.0.0.1"
 
-    def __init__(self, settings: Settings) -> None:
+
+class LocalBroker:
+    """A single-node KRaft broker under ``HUB_HOME/kafka``; idempotent start, clean stop.
+
+    ``secure`` chooses the mode of a broker whose storage is not formatted yet; None means the mode
+    it was formatted with (plain when there is none)."""
+
+    def __init__(self, settings: Settings, secure: bool | None = None) -> None:
         self.settings = settings
         self.root = settings.home / "kafka"
         self.data_dir = self.root / "data"
+        self.mode_path = self.root / "security-mode"
+        self.tls_files = tls.TlsFiles.under(kafka_security.security_dir(settings.home))
+        formatted = self.mode_path.read_text().strip() if self.mode_path.exists() else None
+        if formatted is None and (self.data_dir / "meta.properties").exists():
+            formatted = PLAINTEXT  # formatted before secure mode existed
+        wanted = None if secure is None else (SECURE if secure else PLAINTEXT)
+        if formatted and wanted and formatted != wanted:
+            raise InfraError(
+                f"the broker's storage in {self.data_dir} was formatted for {formatted} mode; "
+                f"start it {'with' if formatted == SECURE else 'without'} --secure, or stop it and "
+                f"remove {self.root} (its topics are lost) to change mode"
+            )
+        self.mode = formatted or wanted or PLAINTEXT
         self.config_path = self.root / "server.properties"
         self.log4j_path = self.root / "log4j2.properties"
         self.pid_path = self.root / "broker.pid"
@@ -189,9 +227,24 @@ class LocalBroker:
             return None
         return pid if _alive(pid) else None
 
+    @property
+    def secure(self) -> bool:
+        return self.mode == SECURE
+
+    def admin_security(self) -> dict[str, Any]:
+        """The librdkafka keys for the broker's own principal, ``hub-admin`` (secure mode)."""
+        if not self.secure:
+            return {}
+        admin = self.settings.model_copy(
+            update={"kafka_security": KafkaSecuritySettings(mode="sasl_ssl")}
+        )
+        return kafka_security.client_security(admin, username=kafka_security.ADMIN)
+
     def status(self) -> BrokerStatus:
         pid = self._pid()
-        answering = pid is not None and answers_metadata(self.bootstrap)
+        answering = pid is not None and answers_metadata(
+            self.bootstrap, security=self.admin_security()
+        )
         return BrokerStatus(pid is not None, pid, self.bootstrap, self.data_dir, answering)
 
     @contextlib.contextmanager
@@ -206,6 +259,51 @@ class LocalBroker:
 
     # -- configuration ---------------------------------------------------------------------
     def server_properties(self) -> dict[str, str]:
+        props = self._common_properties()
+        if self.secure:
+            props.update(self._secure_properties())
+        return props
+
+    def _secure_properties(self) -> dict[str, str]:
+        b = self.settings.broker
+        password = kafka_security.Credentials(self.settings.home).get(kafka_security.ADMIN)
+        assert password is not None, "the admin password is created before the configuration"
+        admin, mechanism = kafka_security.ADMIN, kafka_security.MECHANISM
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
+        plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
+        return {
+            # No plaintext listener: clients and the controller both speak SASL over TLS.
+            "listeners": f"SASL_SSL://{HOST}:{b.port},CONTROLLER://{HOST}:{b.controller_port}",
+            "advertised.listeners": f"SASL_SSL://{HOST}:{b.port}",
+            "inter.broker.listener.name": "SASL_SSL",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:SASL_SSL",
+            "sasl.mechanism.inter.broker.protocol": mechanism,
+            "listener.name.sasl_ssl.sasl.enabled.mechanisms": mechanism,
+            f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config": (
+                f'{scram} required username="{admin}" password="{password}";'
+            ),
+            # SCRAM credentials live in the metadata log the controller serves, so the
+            # controller listener authenticates the broker with PLAIN, for hub-admin only.
+            "sasl.mechanism.controller.protocol": "PLAIN",
+            "listener.name.controller.sasl.enabled.mechanisms": "PLAIN",
+            "listener.name.controller.plain.sasl.jaas.config": (
+                f'{plain} required username="{admin}" password="{password}" '
+                f'user_{admin}="{password}";'
+            ),
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self.tls_files.broker_keystore),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.tls_files.ca_cert),
+            "ssl.endpoint.identification.algorithm": "https",
+            "ssl.enabled.protocols": "TLSv1.3,TLSv1.2",
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:{admin}",
+            "allow.everyone.if.no.acl.found": "false",
+            # Clients re-authenticate this often, so a deleted user is cut off (AZ-7).
+            "connections.max.reauth.ms": str(b.max_reauth_ms),
+        }
+
+    def _common_properties(self) -> dict[str, str]:
         b = self.settings.broker
         return {
             "process.roles": "broker,controller",
@@ -235,9 +333,16 @@ class LocalBroker:
 
     def _write_config(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.secure:
+            credentials = kafka_security.Credentials(self.settings.home)
+            if credentials.ensure(kafka_security.ADMIN)[1]:
+                credentials.save()
+            tls.ensure_broker_tls(self.tls_files.ca_cert.parent, (HOST,))
         props = "".join(f"{k}={v}\n" for k, v in self.server_properties().items())
-        self.config_path.write_text(
-            "# written by `hub broker start`; edits are overwritten\n" + props
+        # The secure configuration holds the admin password: owner only.
+        tls.write_private(
+            self.config_path,
+            ("# written by `hub broker start`; edits are overwritten\n" + props).encode(),
         )
         self.log4j_path.write_text(
             "status = error\n"
@@ -274,17 +379,23 @@ class LocalBroker:
         cid = "-"
         while cid.startswith("-"):  # the storage tool would read a leading '-' as an option
             cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        command = ["format", "-t", cid, "-c", str(self.config_path)]
+        if self.secure:
+            password = kafka_security.Credentials(self.settings.home).get(kafka_security.ADMIN)
+            scram = f"{kafka_security.MECHANISM}=[name={kafka_security.ADMIN},password={password}]"
+            command += ["--add-scram", scram]
         result = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", cid, "-c", str(self.config_path)),
-            capture_output=True,
-            text=True,
+            self._java("kafka.tools.StorageTool", *command), capture_output=True, text=True
         )
         if result.returncode != 0:
             raise InfraError(
                 "formatting the broker's storage failed: "
                 + (result.stdout + result.stderr).strip()[-300:]
             )
-        log.info("broker_storage_formatted", data_dir=str(self.data_dir), cluster_id=cid)
+        self.mode_path.write_text(self.mode + "\n")
+        log.info(
+            "broker_storage_formatted", data_dir=str(self.data_dir), cluster_id=cid, mode=self.mode
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self, progress: ProgressFn | None = None) -> BrokerStatus:
@@ -313,18 +424,27 @@ class LocalBroker:
                     )
                 pid = proc.pid
                 self.pid_path.write_text(f"{pid}\n")
-                log.info("broker_started", pid=pid, bootstrap=self.bootstrap, mode="plaintext-dev")
+                log.info(
+                    "broker_started", pid=pid, bootstrap=self.bootstrap, kafka_security=self.label
+                )
             self._wait_until_answering(pid)
         return self.status()
 
+    @property
+    def label(self) -> str:
+        if self.secure:
+            return f"SASL_SSL ({kafka_security.MECHANISM}, StandardAuthorizer)"
+        return kafka_security.PLAINTEXT_LABEL
+
     def _wait_until_answering(self, pid: int) -> None:
+        security = self.admin_security()
         deadline = time.monotonic() + self.settings.broker.start_timeout_s
         while time.monotonic() < deadline:
             if not _alive(pid):
                 raise InfraError(
                     f"the broker exited during start-up; see {self.log_path}: {self._tail_error()}"
                 )
-            if answers_metadata(self.bootstrap, timeout=1.0):
+            if answers_metadata(self.bootstrap, timeout=1.0, security=security):
                 return
             time.sleep(0.3)
         raise InfraError(

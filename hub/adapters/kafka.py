@@ -4,7 +4,7 @@ creation, and a producer that raises delivery failures instead of swallowing the
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -17,6 +17,27 @@ log = structlog.get_logger(__name__)
 
 Headers = Sequence[tuple[str, bytes]]
 
+# The security keys (SASL_SSL, credentials, CA) every client this process builds carries; set once
+# at start-up from the settings (hub.bootstrap), resolved when the first client is built.
+_security: Callable[[], Mapping[str, Any]] = dict
+
+
+def use_security(source: Callable[[], Mapping[str, Any]]) -> None:
+    """Make every producer, consumer and admin configuration built here authenticate as
+    ``source()`` says (``hub.adapters.kafka_security.client_security``)."""
+    global _security
+    _security = source
+
+
+def security_config() -> dict[str, Any]:
+    """The security keys of this process's clients (empty in plaintext mode)."""
+    return dict(_security())
+
+
+def admin_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
+    """An admin client's configuration, with this process's security keys."""
+    return {"bootstrap.servers": bootstrap, **security_config(), **extra}
+
 
 def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
     """An idempotent, acks=all producer; ``extra`` adds or overrides librdkafka keys."""
@@ -28,6 +49,7 @@ def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
         "compression.type": "lz4",
         "message.max.bytes": 1_048_576,
     }
+    config.update(security_config())
     config.update(extra)
     return config
 
@@ -42,6 +64,7 @@ def consumer_config(bootstrap: str, group_id: str, **extra: Any) -> dict[str, An
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
     }
+    config.update(security_config())
     config.update(extra)
     return config
 
@@ -58,7 +81,7 @@ def ensure_topics(
     wanted = (
         dict(topics) if isinstance(topics, Mapping) else dict.fromkeys(topics, default_partitions)
     )
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = AdminClient(admin_config(bootstrap))
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
