@@ -821,6 +821,76 @@ def web_add_user(
     typer.echo(f"added {user.username} ({user.role}, {user.audience})")
 
 
+# -- HTTP ingest -------------------------------------------------------------------------------
+
+ingest_app = typer.Typer(no_args_is_help=True, help="The HTTP ingest API (partners without Kafka).")
+app.add_typer(ingest_app, name="ingest")
+
+
+def _ingest_tokens(tokens_db: str | None):  # type: ignore[no-untyped-def]
+    from connectors.http_ingest.tokens import open_token_store
+
+    url = tokens_db or f"sqlite:///{bootstrap.settings().home / 'ingest' / 'tokens.db'}"
+    return open_token_store(url)
+
+
+def _known_agency(agency: str) -> str:
+    from hub.domain.errors import InputError
+
+    known = sorted(a.id for a in bootstrap.agreements().agencies())
+    if agency not in known:
+        raise InputError(f"agency {agency!r} is not in policies/agencies.yaml "
+                         f"(expected one of: {', '.join(known)})")  # fmt: skip
+    return agency
+
+
+@ingest_app.command("serve")
+def ingest_serve(
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8090, "--port"),
+    tokens_db: str = typer.Option(None, "--tokens-db", help="[default: HUB_HOME/ingest/tokens.db]"),
+) -> None:
+    """Serve POST /v1/events and /v1/events/batch; 202 only once the broker acknowledged."""
+    from connectors.http_ingest.app import IngestConfig, serve
+
+    s = bootstrap.settings()
+    codec = bootstrap.codec(s)
+    codec.register_all()
+    jurisdictions = {a.id: a.jurisdiction for a in bootstrap.agreements(codec.catalogue).agencies()}
+    config = IngestConfig(s.bootstrap_servers, bootstrap.topics(s), jurisdictions)
+    serve(config, _ingest_tokens(tokens_db), codec, host, port)
+
+
+@ingest_app.command("add-token")
+def ingest_add_token(
+    agency: str = typer.Argument(..., help="the agency the token writes as, e.g. probation_crc"),
+    tokens_db: str = typer.Option(None, "--tokens-db", help="[default: HUB_HOME/ingest/tokens.db]"),
+) -> None:
+    """Make the agency's bearer token (replacing its old one); it is shown once, stored hashed."""
+    token = _ingest_tokens(tokens_db).issue(_known_agency(agency))
+    typer.echo(token)
+
+
+@ingest_app.command("revoke-token")
+def ingest_revoke_token(
+    agency: str = typer.Argument(...),
+    tokens_db: str = typer.Option(None, "--tokens-db", help="[default: HUB_HOME/ingest/tokens.db]"),
+) -> None:
+    """Remove the agency's token: its requests are refused from now on."""
+    if not _ingest_tokens(tokens_db).revoke(agency):
+        raise HubError(f"agency {agency!r} has no ingest token")
+    typer.echo(f"revoked the token of {agency}")
+
+
+@ingest_app.command("tokens")
+def ingest_tokens(
+    tokens_db: str = typer.Option(None, "--tokens-db", help="[default: HUB_HOME/ingest/tokens.db]"),
+) -> None:
+    """List the agencies that hold a token (fingerprint and date, never the token)."""
+    for info in _ingest_tokens(tokens_db).list():
+        typer.echo(f"{info.agency:<20} {info.fingerprint}  {info.created_at:%Y-%m-%d %H:%M}")
+
+
 # -- connectors --------------------------------------------------------------------------------
 
 
