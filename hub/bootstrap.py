@@ -86,6 +86,20 @@ def pseudonym_master(s: Settings, *, create: bool = False) -> bytes:
     return path.read_bytes()
 
 
+def init_field_keys(s: Settings) -> None:
+    """The KEK file, the DEK store and the key-id secret of field encryption (idempotent)."""
+    from hub.adapters.key_store import open_keyring
+
+    open_keyring(keys_dir(s), create=True)
+
+
+def field_crypto(s: Settings, cat=None):  # type: ignore[no-untyped-def]
+    """Field-level encryption for publishers, the router and views; None when it is off."""
+    from hub.adapters.key_store import field_crypto_for
+
+    return field_crypto_for(s, cat)
+
+
 # -- agreements, codec -----------------------------------------------------------------------
 
 
@@ -131,6 +145,7 @@ def init(s: Settings) -> dict[str, object]:
 
     s.home.mkdir(parents=True, exist_ok=True)
     pseudonym_master(s, create=True)
+    init_field_keys(s)
     init_audit_keys(s.home)
     engine = engine_for(s.hub_database_url)
     for create in (create_registry_tables, create_policy_tables, create_router_tables,
@@ -172,6 +187,7 @@ def build_router(s: Settings, slot: int = 0):  # type: ignore[no-untyped-def]
             slot=slot, batch_size=s.router.batch_size, storm_threshold=s.router.storm_threshold
         ),
         state_transaction=state.transaction,
+        fields=field_crypto(s, cat),
     )
     pattern = "^" + t.prefix.replace(".", r"\.") + r"ingest\.[a-z][a-z0-9_]*$"
     bus = TransactionalBus(
@@ -199,3 +215,67 @@ def acl_admin(s: Settings):  # type: ignore[no-untyped-def]
     from hub.adapters.kafka import admin_config
 
     return AclAdmin(admin_config(s.bootstrap_servers), s.home)
+
+
+# -- keys, erasure and retention (hub keys | subject | view purge) ------------------------------
+
+
+def rotate_kek(s: Settings) -> int:
+    """``hub keys rotate``: a new KEK version for new DEKs; the old ones keep unwrapping."""
+    from hub.adapters.key_store import open_keyring
+
+    return int(open_keyring(keys_dir(s)).rotate_kek())
+
+
+def erase_subjects(s: Settings, subjects: list[str], justification: str, actor: str):  # type: ignore[no-untyped-def]
+    """``hub subject erase``: destroy the keys, retract from every view, one ``erased`` entry."""
+    from hub.adapters.erasure_io import deliveries_of_subject, produce_in_one_transaction
+    from hub.adapters.key_store import open_keyring
+    from hub.adapters.policy_store import SqlPolicyState
+    from hub.erasure import Delivered, erase
+    from hub.policy import PseudonymKeys
+
+    cat = catalogue()
+    agreement_set = agreements(cat)
+    engine = engine_for(s.hub_database_url)
+    state = SqlPolicyState(engine, cat)
+    t = topics(s)
+    done = erase(
+        subjects, justification=justification, actor=actor,
+        deliveries=lambda subject: [Delivered(*d) for d in deliveries_of_subject(engine, subject)],
+        state=state, keyring=open_keyring(keys_dir(s)), keys=PseudonymKeys(pseudonym_master(s)),
+        agreements=agreement_set, codec=codec(s, cat), topics=t,
+        jurisdiction=lambda agency: agreement_set.agency(agency).jurisdiction,
+    )  # fmt: skip
+    produce_in_one_transaction(s.bootstrap_servers, f"{t.prefix}hub-erasure", done.records)
+    for subject in subjects:
+        for d in deliveries_of_subject(engine, subject):
+            if not d[3]:
+                state.mark_retracted(d[0], d[1])
+    return done
+
+
+def purge_view(s: Settings, audience: str, db_url: str, actor: str, clock=None):  # type: ignore[no-untyped-def]
+    """``hub view purge``: delete expired rows, then write one ``retention_purge`` entry.
+    ``clock`` (tests) says what day it is; rows whose retention date is before it go."""
+    import datetime as dt
+
+    from hub.adapters.erasure_io import produce_in_one_transaction
+    from hub.adapters.view_retention import purge_expired
+    from hub.adapters.view_store import open_view_store
+    from hub.erasure import purge_entry
+    from hub.ports import OutRecord
+
+    now = dt.datetime.now(dt.UTC)
+    as_of = (clock() if clock else now).date()
+    store = open_view_store(db_url, audience)
+    try:
+        purged = purge_expired(store, as_of)
+    finally:
+        store.dispose()
+    entry = purge_entry(audience=audience, rows=purged.rows, subjects=purged.subjects,
+                        as_of=as_of, actor=actor, at=now)  # fmt: skip
+    t = topics(s)
+    record = OutRecord(t.audit, entry.entry_id.encode(), entry.to_json_bytes())
+    produce_in_one_transaction(s.bootstrap_servers, f"{t.prefix}hub-purge-{audience}", [record])
+    return purged

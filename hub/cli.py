@@ -695,6 +695,52 @@ def view_rebuild(
     typer.echo(str(stats))
 
 
+@view_app.command("purge")
+def view_purge(
+    audience: str = typer.Option(..., "--audience"),
+    db: str = typer.Option(None, "--db", help="database URL [default: SQLite under HUB_HOME]"),
+) -> None:
+    """Delete the rows past their clause's retention date; one retention_purge audit entry."""
+    import getpass
+
+    purged = bootstrap.purge_view(
+        bootstrap.settings(), audience, _view_db(audience, db), actor=getpass.getuser()
+    )
+    typer.echo(f"purged {purged.rows} rows of {purged.subjects} subjects (as of {purged.as_of})")
+
+
+# -- keys and erasure (field-level encryption, crypto-shredding) ------------------------------
+
+keys_app = typer.Typer(no_args_is_help=True, help="Field-encryption keys (KEK, DEKs).")
+subject_app = typer.Typer(no_args_is_help=True, help="People the hub holds data about.")
+app.add_typer(keys_app, name="keys")
+app.add_typer(subject_app, name="subject")
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """A new KEK version: new DEKs are wrapped by it; the old versions still unwrap theirs."""
+    version = bootstrap.rotate_kek(bootstrap.settings())
+    typer.echo(f"KEK version {version} is current")
+
+
+@subject_app.command("erase")
+def subject_erase(
+    subject_ids: list[str] = typer.Argument(..., help="hub subject id(s); merged ids too"),
+    justification: str = typer.Option(..., "--justification", help="why (kept in the audit)"),
+) -> None:
+    """Crypto-shred a person: destroy their keys, delete their view rows, audit it."""
+    import getpass
+
+    if not justification.strip():
+        raise typer.BadParameter("must not be empty", param_hint="--justification")
+    done = bootstrap.erase_subjects(
+        bootstrap.settings(), subject_ids, justification, actor=getpass.getuser()
+    )
+    typer.echo(f"erased: {done.keys_destroyed} keys destroyed, {done.retractions} retractions to "
+               f"{', '.join(done.audiences) or 'no audience'}")  # fmt: skip
+
+
 # -- benchmarks --------------------------------------------------------------------------------
 
 

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from hub.crypto import FieldCrypto
 from hub.domain.errors import ValidationError
 from hub.serde.catalogue import Catalogue
 from hub.serde.codec import AvroCodec
@@ -61,6 +62,7 @@ class Publisher:
         codec: AvroCodec,
         sink: RecordSink,
         topics: Topics | None = None,
+        fields: FieldCrypto | None = None,
     ) -> None:
         self.agency = agency
         self.source_system = source_system
@@ -71,6 +73,7 @@ class Publisher:
         self.topic = (topics or Topics()).ingest(agency)
         self.published = 0
         self._field_names: dict[str, list[str]] = {}
+        self.fields = fields  # sensitive values never reach ingest.* in clear
 
     def _fields(self, name: str) -> list[str]:
         if name not in self._field_names:
@@ -162,10 +165,13 @@ class Publisher:
         """Validate, encode and send one event; returns its ``event_id``. Call ``flush`` to
         wait for the broker's acknowledgements (failures are raised there)."""
         self.validate(record)
+        sealed: list[tuple[str, bytes]] = []
+        if self.fields is not None:
+            record, sealed = self.fields.seal(record)
         value = self.codec.encode(record)
         envelope = record["envelope"]
         key = envelope["subject"]["local_id"].encode()
-        headers = [("event_type", envelope["event_type"].encode())]
+        headers = [("event_type", envelope["event_type"].encode()), *sealed]
         self.sink.send(self.topic, key, value, headers)
         self.published += 1
         return str(envelope["event_id"])

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import structlog
 
 from hub.audit.entry import SHORT_MAX, TEXT_MAX, AuditEntry, make_entry_id, payload_hash
+from hub.crypto import FieldCrypto
 from hub.domain.errors import Fenced, HubError, SerdeError, TransactionAborted, ValidationError
 from hub.policy import AgreementSet, Decision, PolicyState, PseudonymKeys, apply, evaluate
 from hub.ports import InRecord, OutRecord
@@ -122,6 +123,7 @@ class Router:
         config: RouterConfig | None = None,
         state_transaction: Callable[[], AbstractContextManager[Any]] | None = None,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        fields: FieldCrypto | None = None,
     ) -> None:
         self.topics = topics
         self.codec = codec
@@ -133,6 +135,7 @@ class Router:
         self.config = config or RouterConfig()
         self.state_transaction = state_transaction
         self.clock = clock
+        self.fields = fields  # hub.crypto: open at decode, seal again per audience
         self.stats = RouterStats()
         self.audiences = list(agreements.audiences())
         self._consecutive_bad: dict[tuple[str, int], int] = {}
@@ -248,6 +251,8 @@ class Router:
         where = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
         try:
             name, event = self.codec.decode(record.value, **where)
+            if self.fields is not None:  # a DecryptError is a SerdeError: to the DLQ, with reason
+                event = self.fields.open(event, record.headers)
             check_event(self.catalogue, name, event)
         except SerdeError as exc:
             raise Rejected(exc.reason, str(exc), exc.schema_id) from exc
@@ -290,7 +295,11 @@ class Router:
     def _route(self, record: Any, name: str, event: dict[str, Any], agency: str) -> list[OutRecord]:
         envelope = event["envelope"]
         event_id = envelope["event_id"]
-        content = hashlib.sha256(record.value).hexdigest()
+        content = (
+            self.fields.content_hash(record.value, event, record.headers)
+            if self.fields is not None
+            else hashlib.sha256(record.value).hexdigest()
+        )
         prior = self.seen.get(event_id)
         if prior is not None and prior[1:] != (record.topic, record.partition, record.offset):
             if prior[0] == content:
@@ -328,6 +337,8 @@ class Router:
             raise Rejected("compartment", refused_late[0].reason)
         self.seen.put(event_id, content, record.topic, record.partition, record.offset)
         subject = self.state.subject_of(event)
+        if self.fields is not None:
+            self.fields.link(event, subject)
         subject_ref = self.keys.pseudonym("audit", subject)
         # One `decided` entry per audience that some clause names for this event type and
         # source; the default denials of audiences no agreement mentions are counted in the
@@ -361,6 +372,10 @@ class Router:
         self, event: Mapping[str, Any], decision: Decision, subject: str, subject_ref: str
     ) -> list[OutRecord]:
         delivered = apply(event, decision, self.keys, self.state)
+        sealed: list[tuple[str, bytes]] = []
+        if self.fields is not None:  # each permitted sensitive value, under the audience's key
+            delivered, sealed = self.fields.seal(delivered)
+            self.fields.link(delivered, subject)
         value = self.codec.encode(delivered)
         envelope = event["envelope"]
         clause = decision.clause_ids[0] if decision.clause_ids else ""
@@ -373,7 +388,7 @@ class Router:
             topic=self.topics.deliver(decision.audience),
             key=delivered["envelope"]["subject"]["local_id"].encode(),
             value=value,
-            headers=self._headers(envelope["event_type"]),
+            headers=(*self._headers(envelope["event_type"]), *sealed),
         )
         entry = AuditEntry(
             entry_id=make_entry_id("delivered", envelope["event_id"], decision.audience),

@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     kafka_security: KafkaSecuritySettings = Field(default_factory=KafkaSecuritySettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     router: RouterSettings = Field(default_factory=RouterSettings)
+    field_encryption: bool = Field(
+        default=False,
+        description="encrypt sensitive fields on ingest.* and deliver.* (keys under HUB_HOME/keys)",
+    )
 
     @property
     def bootstrap_servers(self) -> str:

@@ -33,6 +33,7 @@ def publish(settings: Settings, codec: Any, records: Iterable[Mapping[str, Any]]
     """Publish ready-built records, each with a Publisher of its own source agency."""
     sink = SafeProducer(producer_config(settings.bootstrap_servers))
     publishers: dict[str, Publisher] = {}
+    fields = bootstrap.field_crypto(settings, codec.catalogue)  # None unless field_encryption
     ids = []
     for record in records:
         envelope = record["envelope"]
@@ -41,7 +42,7 @@ def publish(settings: Settings, codec: Any, records: Iterable[Mapping[str, Any]]
             publishers[agency] = Publisher(
                 agency=agency, source_system=envelope["source_system"],
                 jurisdiction=envelope["jurisdiction"], codec=codec, sink=sink,
-                topics=bootstrap.topics(settings),
+                topics=bootstrap.topics(settings), fields=fields,
             )  # fmt: skip
         ids.append(publishers[agency].publish(record))
     sink.flush()

@@ -252,6 +252,8 @@ class SqliteDekStore:
         return int(self._one("SELECT count(*) FROM erased_keys", ())[0])
 
     def link(self, kid: str, subject: str) -> None:
+        if self._one("SELECT 1 FROM key_links WHERE kid = ? AND subject = ?", (kid, subject)):
+            return  # read first: a link is written once per key and subject, not per event
         with self._write() as cur:
             cur.execute("INSERT OR IGNORE INTO key_links (kid, subject) VALUES (?, ?)",
                         (kid, subject))  # fmt: skip
@@ -286,3 +288,24 @@ class SqliteDekStore:
     def _through(cur: sqlite3.Cursor, kid: str) -> int:
         row = cur.execute("SELECT through FROM erased_keys WHERE kid = ?", (kid,)).fetchone()
         return int(row[0]) if row else 0
+
+
+def open_keyring(keys_dir: Path, *, create: bool = False, **options: Any) -> Any:
+    """The keyring over the local KEK file and DEK store in ``keys_dir``."""
+    from hub.crypto import Keyring
+
+    return Keyring(
+        LocalKeyStore(keys_dir, create=create), SqliteDekStore(keys_dir / DEK_DB),
+        kid_secret(keys_dir, create=create), **options,
+    )  # fmt: skip
+
+
+def field_crypto_for(settings: Any, catalogue: Any = None) -> Any:
+    """The :class:`~hub.crypto.FieldCrypto` of the hub's settings, or None when field
+    encryption is off (``HUB_FIELD_ENCRYPTION``)."""
+    if not settings.field_encryption:
+        return None
+    from hub.crypto import FieldCrypto
+    from hub.serde.catalogue import Catalogue
+
+    return FieldCrypto(catalogue or Catalogue.load(), open_keyring(settings.home / "keys"))

@@ -39,7 +39,9 @@ from confluent_kafka import (
 )
 
 from hub.adapters.kafka import consumer_config
+from hub.adapters.key_store import field_crypto_for
 from hub.adapters.view_store import SqlViewStore, open_view_store
+from hub.crypto import FieldCrypto
 from hub.domain.errors import HubError, InfraError, SerdeError
 from hub.logsetup import configure
 from hub.serde.codec import AvroCodec
@@ -67,13 +69,18 @@ class ViewRunStats:
     view: BatchStats = field(default_factory=BatchStats)
 
 
-def decode_entries(codec: AvroCodec, messages: Sequence[Message]) -> list[Entry]:
-    """Messages to entries; an undecodable value becomes an ``Undecodable`` (a reject)."""
+def decode_entries(
+    codec: AvroCodec, messages: Sequence[Message], fields: FieldCrypto | None = None
+) -> list[Entry]:
+    """Messages to entries; an undecodable value becomes an ``Undecodable`` (a reject), and so
+    does a record whose encrypted fields do not open (its subject's key erased: ``key_erased``)."""
     entries: list[Entry] = []
     for message in messages:
         position = (str(message.topic()), int(message.partition() or 0), int(message.offset() or 0))
         try:
             _, record = codec.decode(message.value(), *position)
+            if fields is not None:
+                record = fields.open(record, message.headers())
         except SerdeError as exc:
             entries.append(Undecodable(position, exc.reason, str(exc)))
         else:
@@ -100,10 +107,14 @@ def poll(consumer: Consumer, topic: str, batch_size: int, timeout: float) -> lis
 class BatchApplier:
     """Decode a batch and apply it with its offsets in one database transaction."""
 
-    def __init__(self, store: SqlViewStore, codec: AvroCodec, stats: ViewRunStats) -> None:
+    def __init__(
+        self, store: SqlViewStore, codec: AvroCodec, stats: ViewRunStats,
+        fields: FieldCrypto | None = None,
+    ) -> None:  # fmt: skip
         self.store = store
         self.codec = codec
         self.stats = stats
+        self.fields = fields
 
     def apply(self, messages: Sequence[Message]) -> BatchStats:
         """A failure of the database (or the registry) is retried with the same batch, which is
@@ -111,7 +122,7 @@ class BatchApplier:
         started = time.perf_counter()
         for attempt in range(1, APPLY_ATTEMPTS + 1):
             try:
-                stats = self.store.apply_batch(decode_entries(self.codec, messages))
+                stats = self.store.apply_batch(decode_entries(self.codec, messages, self.fields))
                 break
             except InfraError as exc:
                 if attempt == APPLY_ATTEMPTS:
@@ -143,6 +154,7 @@ class ViewConsumer:
         batch_size: int = BATCH_SIZE,
         poll_timeout: float = POLL_TIMEOUT_S,
         consumer_extra: Mapping[str, Any] | None = None,
+        fields: FieldCrypto | None = None,
     ) -> None:
         self.topic = topics.deliver(check_name("audience", audience))
         self.audience = audience
@@ -150,7 +162,7 @@ class ViewConsumer:
         self.batch_size = batch_size
         self.poll_timeout = poll_timeout
         self.stats = ViewRunStats()
-        self.applier = BatchApplier(store, codec, self.stats)
+        self.applier = BatchApplier(store, codec, self.stats, fields)
         extra: dict[str, Any] = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
         if instance_id:
             extra["group.instance.id"] = instance_id  # static membership: fast restarts
@@ -206,6 +218,7 @@ def run_view(
     instance_id: str | None = None,
     batch_size: int = BATCH_SIZE,
     consumer_extra: Mapping[str, Any] | None = None,
+    fields: FieldCrypto | None = None,
 ) -> ViewRunStats:
     """Keep ``db_url`` current from ``deliver.<audience>`` until ``should_stop()``."""
     check_name("audience", audience)
@@ -214,6 +227,7 @@ def run_view(
         consumer = ViewConsumer(
             bootstrap=bootstrap, topics=topics, audience=audience, store=store, codec=codec,
             instance_id=instance_id, batch_size=batch_size, consumer_extra=consumer_extra,
+            fields=fields,
         )  # fmt: skip
         return consumer.run(should_stop)
     finally:
@@ -230,6 +244,7 @@ def rebuild(
     batch_size: int = REBUILD_BATCH_SIZE,
     idle_timeout: float = 60.0,
     consumer_extra: Mapping[str, Any] | None = None,
+    fields: FieldCrypto | None = None,
 ) -> ViewRunStats:
     """Empty the view and replay ``deliver.<audience>`` from the beginning up to its end offsets
     as they are now. Stop ``run_view`` for this database first."""
@@ -250,7 +265,7 @@ def rebuild(
         log.info(
             "view_rebuild_started", audience=audience, ends={str(p): e for p, e in ends.items()}
         )
-        applier = BatchApplier(store, codec, stats)
+        applier = BatchApplier(store, codec, stats, fields)
         pending = {p for p, end in ends.items() if end > 0}
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(pending)])
         last_progress = time.monotonic()
@@ -321,6 +336,7 @@ def main_run(
     return run_view(
         settings.bootstrap_servers, Topics(prefix=settings.topic_prefix), audience, db_url,
         codec_for(settings), stop, instance_id=instance_id, batch_size=batch_size,
+        fields=field_crypto_for(settings),
     )  # fmt: skip
 
 
@@ -330,7 +346,7 @@ def main_rebuild(
     """``hub view rebuild``."""
     return rebuild(
         settings.bootstrap_servers, Topics(prefix=settings.topic_prefix), audience, db_url,
-        codec_for(settings), batch_size=batch_size,
+        codec_for(settings), batch_size=batch_size, fields=field_crypto_for(settings),
     )  # fmt: skip
 
 

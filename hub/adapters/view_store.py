@@ -225,6 +225,7 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA cache_size=-65536")
+    cursor.execute("PRAGMA secure_delete=ON")  # an erased or purged row leaves no free-page copy
     cursor.close()
 
 

@@ -48,8 +48,10 @@ class KeyRef:
 
     def header(self) -> bytes:
         kid = self.kid.encode("ascii")
-        return struct.pack(">BB", FORMAT_VERSION, len(kid)) + kid + struct.pack(
-            ">II", self.dek_version, self.kek_version
+        return (
+            struct.pack(">BB", FORMAT_VERSION, len(kid))
+            + kid
+            + struct.pack(">II", self.dek_version, self.kek_version)
         )
 
 

@@ -95,6 +95,11 @@ class FieldCrypto:
             headers.append((HEADER_ENC, pack_map(blobs)))
         return out, headers
 
+    def link(self, record: Mapping[str, Any], subject: str) -> None:
+        """Record that the key of ``record`` belongs to hub subject ``subject`` (the router knows
+        the subject; erasing it destroys every key linked to it)."""
+        self.keyring.link(key_name(record)[0], subject)
+
     # -- reading -----------------------------------------------------------------------------------
     def open(self, record: dict[str, Any], headers: Headers) -> dict[str, Any]:
         """Put the plaintext back into ``record`` (in place) from its ``hub.enc`` header.
