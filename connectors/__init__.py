@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from connectors.framework import Connector
 
 PARTNERS: dict[str, str] = {
+    "probation-crc": "connectors.probation:CRC",
+    "probation-nps": "connectors.probation:NPS",
     "template": "connectors._template:CONNECTOR",
 }
 
