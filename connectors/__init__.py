@@ -15,8 +15,12 @@ if TYPE_CHECKING:
     from connectors.framework import Connector
 
 PARTNERS: dict[str, str] = {
+    "police": "connectors.police:CONNECTOR",
     "probation-crc": "connectors.probation:CRC",
     "probation-nps": "connectors.probation:NPS",
+    "safety-house": "connectors.safety_house:SAFETY_HOUSE",
+    "hague-municipality": "connectors.safety_house:MUNICIPALITY",
+    "eri": "connectors.eri:CONNECTOR",
     "template": "connectors._template:CONNECTOR",
 }
 

@@ -39,6 +39,7 @@ import decimal
 import hashlib
 import io
 import json
+import re
 import shutil
 import sqlite3
 import sys
@@ -53,6 +54,7 @@ import structlog
 
 from hub.domain.errors import InputError, ValidationError
 from hub.publisher import Publisher
+from hub.serde import wire
 
 log = structlog.get_logger(__name__)
 
@@ -371,7 +373,7 @@ class Row:
         value = str(value)
         if len(value) > max_len:
             return self.error(key, f"is {len(value)} characters long (at most {max_len})")
-        if any(ord(c) < 32 and c not in "\t\n\r" for c in value) or "\ufffd" in value:
+        if _CONTROL.search(value):
             return self.error(key, f"{_quote(value)} holds control or replacement characters")
         return value
 
@@ -471,12 +473,24 @@ class Row:
         value = self.text(key, required, max_len=100)
         if value is None:
             return None
-        wanted = {normalise(k): v for k, v in codes.items()}
-        hub_code = wanted.get(normalise(value))
+        hub_code = _normalised(codes).get(normalise(value))
         if hub_code is None:
             accepted = ", ".join(sorted(codes))
             return self.error(key, f"{_quote(value)} is not a known code (expected {accepted})")
         return hub_code
+
+
+_CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
+_CODE_TABLES: dict[int, tuple[Mapping[str, str], dict[str, str]]] = {}
+
+
+def _normalised(codes: Mapping[str, str]) -> dict[str, str]:
+    """A code table keyed by normalised source code (built once per table)."""
+    entry = _CODE_TABLES.get(id(codes))
+    if entry is None or entry[0] is not codes:
+        entry = (codes, {normalise(k): v for k, v in codes.items()})
+        _CODE_TABLES[id(codes)] = entry
+    return entry[1]
 
 
 def _quote(value: Any) -> str:
@@ -556,7 +570,8 @@ class Published:
 class Ledger:
     """What this connector has published, per topic: event ids and, per entity, its latest
     event and fingerprint. SQLite, beside the connector; committed only after the broker has
-    acknowledged the events (so it never claims what the broker does not have)."""
+    acknowledged the events (so it never claims what the broker does not have). One process
+    uses a ledger at a time (it is read into memory once per topic)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
@@ -569,30 +584,44 @@ class Ledger:
             " entity TEXT NOT NULL, fingerprint TEXT NOT NULL, file TEXT, line INTEGER,"
             " at TEXT NOT NULL, PRIMARY KEY (topic, event_id))"
         )
-        self.db.execute("CREATE INDEX IF NOT EXISTS by_entity ON published (topic, entity)")
         self.db.commit()
+        self._cache: dict[str, tuple[set[str], dict[str, Published]]] = {}
+
+    def _load(self, topic: str) -> tuple[set[str], dict[str, Published]]:
+        """The topic's ids and each entity's latest event, read once (a night's export asks
+        about every one of them)."""
+        if topic not in self._cache:
+            ids: set[str] = set()
+            latest: dict[str, Published] = {}
+            rows = self.db.execute(
+                "SELECT event_id, entity, fingerprint FROM published WHERE topic = ?"
+                " ORDER BY rowid",
+                (topic,),
+            )
+            for event_id, entity, fingerprint in rows:
+                ids.add(event_id)
+                latest[entity] = Published(event_id, entity, fingerprint)
+            self._cache[topic] = (ids, latest)
+        return self._cache[topic]
 
     def has(self, topic: str, event_id: str) -> bool:
-        row = self.db.execute(
-            "SELECT 1 FROM published WHERE topic = ? AND event_id = ?", (topic, event_id)
-        ).fetchone()
-        return row is not None
+        return event_id in self._load(topic)[0]
 
     def latest(self, topic: str, entity: str) -> Published | None:
-        row = self.db.execute(
-            "SELECT event_id, entity, fingerprint FROM published WHERE topic = ? AND entity = ?"
-            " ORDER BY rowid DESC LIMIT 1",
-            (topic, entity),
-        ).fetchone()
-        return Published(*row) if row else None
+        return self._load(topic)[1].get(entity)
 
     def add(self, topic: str, entries: Iterable[tuple[Published, str, int]]) -> None:
+        entries = list(entries)
         at = dt.datetime.now(UTC).isoformat()
         self.db.executemany(
             "INSERT OR IGNORE INTO published VALUES (?, ?, ?, ?, ?, ?, ?)",
             [(topic, p.event_id, p.entity, p.fingerprint, f, line, at) for p, f, line in entries],
         )
         self.db.commit()
+        ids, latest = self._load(topic)
+        for p, _, _ in entries:
+            ids.add(p.event_id)
+            latest[p.entity] = p
 
     def count(self, topic: str) -> int:
         return int(
@@ -777,20 +806,21 @@ class Processor:
         problems: list[tuple[str | None, str]] = []
         for emit in emits:
             try:
-                built.append(self._build(emit, record))
+                built.append(self._build(emit))
             except RecordError as exc:
                 problems.append((exc.field, exc.message))
             except ValidationError as exc:
                 problems.append((exc.field, str(exc)))
+        fresh = [(event, p) for event, p in built if not self._published(p.event_id)]
+        for event, _ in fresh:  # what was published before was valid: check only what is new
+            try:
+                self.publisher.validate(event)
+            except ValidationError as exc:
+                problems.append((exc.field, str(exc)))
         if problems:
             return self._reject(record, problems)
-        fresh = [
-            (event, p)
-            for event, p in built
-            if p.event_id not in self.pending and not self.ledger.has(self.topic, p.event_id)
-        ]
         for event, p in fresh:
-            self.publisher.publish(event)
+            self._send(event)
             self.pending[p.event_id] = _Pending(p, record.file, record.line)
             self.pending_entity[p.entity] = p
             self.summary.events += 1
@@ -803,7 +833,13 @@ class Processor:
         self.summary.skipped += 1
         return "skipped"
 
-    def _build(self, emit: Emit, record: Record) -> tuple[dict[str, Any], Published]:
+    def _published(self, event_id: str) -> bool:
+        return event_id in self.pending or self.ledger.has(self.topic, event_id)
+
+    def _build(self, emit: Emit) -> tuple[dict[str, Any], Published]:
+        """The event of ``emit``. Its source key is ``<entity>#<fingerprint>``, and for a
+        correction also ``<`` the id it supersedes (so that a value changed back later is a
+        correction again, not the first event's id)."""
         entity = f"{emit.event_type}|{emit.entity}"
         fingerprint = emit.fingerprint()
         earlier = self.in_file.get(entity)
@@ -815,9 +851,10 @@ class Processor:
             )
         latest = self._latest(entity)
         supersedes = latest.event_id if latest and latest.fingerprint != fingerprint else None
+        source_key = f"{emit.entity}#{fingerprint}" + (f"<{supersedes}" if supersedes else "")
         event = self.publisher.build(
             emit.event_type,
-            source_key=f"{emit.entity}#{fingerprint}",
+            source_key=source_key,
             subject=emit.subject,
             occurred_at=emit.occurred_at,
             payload=emit.payload,
@@ -831,8 +868,20 @@ class Processor:
             if supersedes
             else None,
         )
-        self.publisher.validate(event)
         return event, Published(str(event["envelope"]["event_id"]), entity, fingerprint)
+
+    def _send(self, event: dict[str, Any]) -> None:
+        """``Publisher.publish`` for an event already validated (``publish`` would validate it
+        twice more: the schema check is most of a connector's time on a large file)."""
+        p = self.publisher
+        envelope = event["envelope"]
+        name = p.catalogue.name_for(envelope["event_type"])
+        value = wire.frame(
+            p.codec.schema_id(name), wire.encode_body(p.catalogue.parsed(name), event)
+        )
+        key = envelope["subject"]["local_id"].encode()
+        p.sink.send(p.topic, key, value, [("event_type", envelope["event_type"].encode())])
+        p.published += 1
 
     def commit(self) -> None:
         """Wait for the broker to acknowledge everything sent, then record it in the ledger."""
