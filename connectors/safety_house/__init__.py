@@ -1,0 +1,326 @@
+"""Safety House Haaglanden (Veiligheidshuis): JSON with Dutch field names -> ``ingest.safety_house``
+(and the Mayor's orders -> ``ingest.hague_municipality``).
+
+The Safety House's case system exports ``{"registraties": [...]}`` (or JSON lines): one document
+per registration, its kind in ``soort``, its own number in ``registratienummer``, the person's
+file in ``dossiernummer``. ``MAPPING.md`` has every key and code.
+
+| soort | hub event | published by |
+| --- | --- | --- |
+| ``casusmelding`` (case report) | ``sh.case_reported`` | ``safety-house`` |
+| ``screening`` | ``sh.screening_completed`` | ``safety-house`` |
+| ``casusoverleg`` (case conference) | ``sh.case_conference_held`` | ``safety-house`` |
+| ``plan_van_aanpak`` (action plan) | ``sh.action_plan_agreed`` | ``safety-house`` |
+| ``voortgangsoverleg`` (review) | ``sh.review_held`` | ``safety-house`` |
+| ``balans`` (stock-take) | ``sh.stock_take`` | ``safety-house`` |
+| ``burgemeestersmaatregel`` (mayoral order) | ``mayor.order_issued`` | ``hague-municipality`` |
+
+A mayoral order is the Mayor's decision, recorded in the Safety House system by the
+municipality's public order department; the agreements give it to the police only from the
+municipality (``sh-5``). So the same export is run twice: ``safety-house`` publishes everything
+but the orders, ``hague-municipality`` only the orders; each counts the other's records as
+skipped (they stand for none of its events). Dates are ``dd-mm-jjjj`` or ``jjjj-mm-dd``; files
+from Dutch desktops that are not UTF-8 are read as Windows-1252 (said in the summary).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from connectors.framework import (
+    Connector,
+    Emit,
+    JsonReader,
+    Ledger,
+    Record,
+    Row,
+    Summary,
+    local_midnight,
+    run_file,
+)
+from hub.publisher import Publisher, subject
+
+ZONE = "Europe/Amsterdam"
+SOURCE_SYSTEM = "veiligheidshuis"
+DATES = ("%d-%m-%Y", "%Y-%m-%d")
+
+
+def _codes(hub_codes: Iterable[str], **dutch: str) -> dict[str, str]:
+    return {**{c: c for c in hub_codes}, **dutch}
+
+
+ORGANISATIONS = _codes(
+    ("safety_house", "nl_police", "nl_prosecutor", "nl_probation", "hague_municipality",
+     "hague_aftercare", "nl_health", "nl_housing"),
+    veiligheidshuis="safety_house", politie="nl_police", om="nl_prosecutor",
+    openbaar_ministerie="nl_prosecutor", reclassering="nl_probation",
+    gemeente="hague_municipality", oov="hague_municipality", nazorg="hague_aftercare",
+    zorg="nl_health", ggz="nl_health", verslavingszorg="nl_health",
+    woningcorporatie="nl_housing", wonen="nl_housing",
+)  # fmt: skip
+NEEDS = _codes(
+    ("nl_sh_housing", "nl_sh_domestic_violence", "nl_sh_children", "nl_sh_drugs_dependency"),
+    wonen="nl_sh_housing", huisvesting="nl_sh_housing", huiselijk_geweld="nl_sh_domestic_violence",
+    kinderen="nl_sh_children", verslaving="nl_sh_drugs_dependency",
+    werk="education_training_employment", financien="finance_benefit_debt",
+    schulden="finance_benefit_debt", gezondheid="health", gedrag="attitudes_thinking_behaviour",
+)  # fmt: skip
+PROGRAMMES = _codes(
+    ("adult", "youth", "group", "domestic_violence", "aftercare"),
+    volwassenen="adult", jeugd="youth", groep="group", huiselijk_geweld="domestic_violence",
+    nazorg="aftercare",
+)  # fmt: skip
+TERMS = _codes(("pre_release", "short_term", "long_term"),
+               voor_vrijlating="pre_release", kort="short_term", lang="long_term")  # fmt: skip
+APPROACHES = _codes(
+    ("punishment", "treatment_with_conditional_punishment", "treatment"),
+    straffen="punishment", zorg_met_drang="treatment_with_conditional_punishment",
+    drang="treatment_with_conditional_punishment", zorg="treatment",
+)  # fmt: skip
+STATUSES = _codes(
+    ("planned", "in_progress", "achieved", "missed", "blocked", "cancelled"),
+    gepland="planned", bezig="in_progress", behaald="achieved", gemist="missed",
+    geblokkeerd="blocked", vervallen="cancelled",
+)  # fmt: skip
+DECISIONS = _codes(("continue", "close", "return_to_system"),
+                   doorgaan="continue", afsluiten="close",
+                   terug_naar_regulier="return_to_system")  # fmt: skip
+ORDERS = _codes(
+    ("spatial_restraining_order", "area_ban", "temporary_domestic_exclusion_order"),
+    gebiedsverbod="area_ban", locatieverbod="spatial_restraining_order",
+    tijdelijk_huisverbod="temporary_domestic_exclusion_order",
+)  # fmt: skip
+MAYORAL = "burgemeestersmaatregel"
+KINDS = ("casusmelding", "screening", "casusoverleg", "plan_van_aanpak", "voortgangsoverleg",
+         "balans", MAYORAL)  # fmt: skip
+
+
+def _nested(row: Row, value: Any, prefix: str) -> Row | None:
+    if not isinstance(value, Mapping):
+        row.error(prefix, "expected an object")
+        return None
+    return Row(Record(row.record.file, row.record.line, "", dict(value)))
+
+
+def _merge(row: Row, sub: Row, prefix: str) -> None:
+    for field, message in sub.errors:
+        row.error(f"{prefix}.{field}" if field else prefix, message)
+
+
+def _items(row: Row, key: str, required: bool = False) -> list[Any]:
+    value = row.get(key)
+    if value is None or value == []:
+        if required:
+            row.error(key, "is empty (required)")
+        return []
+    if not isinstance(value, list):
+        row.error(key, "expected a list")
+        return []
+    return value
+
+
+def _codes_of(row: Row, key: str, codes: Mapping[str, str], required: bool = False) -> list[str]:
+    out = []
+    for i, item in enumerate(_items(row, key, required)):
+        sub = Row(Record(row.record.file, row.record.line, "", {"v": item}))
+        code = sub.code("v", codes, required=True)
+        for _, message in sub.errors:
+            row.error(f"{key}[{i}]", message)
+        if code:
+            out.append(code)
+    return out
+
+
+def _texts(row: Row, key: str) -> list[str]:
+    out = []
+    for i, item in enumerate(_items(row, key)):
+        if not isinstance(item, str) or not item.strip() or len(item) > 500:
+            row.error(f"{key}[{i}]", f"expected text of at most 500 characters, got {item!r:.40}")
+        else:
+            out.append(item.strip())
+    return out
+
+
+def _tasks(row: Row, key: str, required: bool) -> list[dict[str, Any]]:
+    out = []
+    for i, value in enumerate(_items(row, key, required)):
+        sub = _nested(row, value, f"{key}[{i}]")
+        if sub is None:
+            continue
+        out.append({
+            "task_id": sub.text("taaknummer", required=True, max_len=40),
+            "organisation": sub.code("organisatie", ORGANISATIONS, required=True),
+            "description": sub.text("omschrijving", max_len=1000),
+            "due_date": sub.date("deadline", formats=DATES),
+            "status": sub.code("status", STATUSES),
+        })  # fmt: skip
+        _merge(row, sub, f"{key}[{i}]")
+    return out
+
+
+def _milestones(row: Row, key: str) -> list[dict[str, Any]]:
+    out = []
+    for i, value in enumerate(_items(row, key)):
+        sub = _nested(row, value, f"{key}[{i}]")
+        if sub is None:
+            continue
+        out.append({
+            "milestone_id": sub.text("mijlpaalnummer", required=True, max_len=40),
+            "description": sub.text("omschrijving", max_len=1000),
+            "pathway": sub.code("leefgebied", NEEDS),
+            "due_date": sub.date("deadline", formats=DATES),
+            "status": sub.code("status", STATUSES),
+            "achieved_on": sub.date("behaald_op", formats=DATES),
+        })  # fmt: skip
+        _merge(row, sub, f"{key}[{i}]")
+    return out
+
+
+def _event(row: Row, kind: str, case_id: str | None) -> tuple[str, Any, dict[str, Any]] | None:
+    """(hub event type, the day of the fact, payload) of one registration."""
+    if kind == "casusmelding":
+        day = row.date("meldingsdatum", required=True, formats=DATES)
+        return "sh.case_reported", day, {
+            "case_id": case_id, "reported_on": day,
+            "reported_by_org": row.code("melder", ORGANISATIONS, required=True),
+            "reason": row.text("reden", required=True, max_len=2000),
+            "needs": _codes_of(row, "leefgebieden", NEEDS) or None,
+            "family_case": row.flag("gezinszaak"), "municipality": row.text("gemeente", max_len=60),
+        }  # fmt: skip
+    if kind == "screening":
+        day = row.date("screeningsdatum", required=True, formats=DATES)
+        return "sh.screening_completed", day, {
+            "case_id": case_id, "screened_on": day,
+            "complex_case": row.flag("complex", required=True),
+            "probation_input": row.flag("inbreng_reclassering", required=True),
+            "accepted": row.flag("geaccepteerd", required=True),
+            "programme": row.code("programma", PROGRAMMES),
+            "process_manager": row.text("procesregisseur", max_len=100),
+            "notes": row.text("notities", max_len=2000),
+        }  # fmt: skip
+    if kind == "casusoverleg":
+        day = row.date("datum", required=True, formats=DATES)
+        return "sh.case_conference_held", day, {
+            "conference_id": row.text("overlegnummer", required=True, max_len=40),
+            "case_id": case_id, "held_on": day, "chair": row.text("voorzitter", max_len=100),
+            "partners_present": _codes_of(row, "aanwezig", ORGANISATIONS, required=True),
+            "discussed_verbally": row.flag("mondeling_besproken"),
+        }  # fmt: skip
+    if kind == "plan_van_aanpak":
+        day = row.date("datum", required=True, formats=DATES)
+        return "sh.action_plan_agreed", day, {
+            "plan_id": row.text("plannummer", required=True, max_len=40), "case_id": case_id,
+            "agreed_on": day, "term": row.code("termijn", TERMS),
+            "approach": row.code("aanpak", APPROACHES, required=True),
+            "lead_org": row.code("regievoerder", ORGANISATIONS, required=True),
+            "goals": _texts(row, "doelen") or None,
+            "tasks": _tasks(row, "taken", required=True),
+            "milestones": _milestones(row, "mijlpalen") or None,
+            "review_date": row.date("evaluatiedatum", formats=DATES),
+            "stock_take_date": row.date("balansdatum", formats=DATES),
+            "discussed_verbally": row.flag("mondeling_besproken"),
+        }  # fmt: skip
+    if kind == "voortgangsoverleg":
+        day = row.date("datum", required=True, formats=DATES)
+        return "sh.review_held", day, {
+            "plan_id": row.text("plannummer", required=True, max_len=40), "case_id": case_id,
+            "held_on": day, "tasks": _tasks(row, "taken", required=False) or None,
+            "notes": row.text("notities", max_len=2000),
+        }  # fmt: skip
+    if kind == "balans":
+        day = row.date("datum", required=True, formats=DATES)
+        return "sh.stock_take", day, {
+            "case_id": case_id, "held_on": day,
+            "decision": row.code("besluit", DECISIONS, required=True),
+            "reason": row.text("reden", max_len=1000),
+        }  # fmt: skip
+    if kind == MAYORAL:
+        day = row.date("besluitdatum", required=True, formats=DATES)
+        return "mayor.order_issued", day, {
+            "order_id": row.text("maatregelnummer", required=True, max_len=40),
+            "order_type": row.code("maatregel", ORDERS, required=True), "issued_on": day,
+            "issued_by": row.text("besloten_door", required=True, max_len=100),
+            "legal_basis": row.text("grondslag", required=True, max_len=200),
+            "valid_from": row.date("geldig_van", required=True, formats=DATES),
+            "valid_until": row.date("geldig_tot", required=True, formats=DATES),
+            "area_name": row.text("gebied", max_len=200),
+            "area_geometry": row.text("gebied_geometrie", max_len=20_000),
+            "extends_order_id": row.text("verlengt", max_len=40),
+            "protected_party_ref": row.text("beschermde_partij", max_len=40),
+        }  # fmt: skip
+    row.error("soort", f"{kind!r} is not a known kind of registration (expected "
+                       f"{', '.join(KINDS)})")  # fmt: skip
+    return None
+
+
+def mapper(orders_only: bool):  # type: ignore[no-untyped-def]
+    """The Safety House's registrations (``orders_only=False``) or only the Mayor's orders."""
+
+    def map_row(row: Row) -> Iterator[Emit]:
+        kind = row.text("soort", required=not orders_only, max_len=40)
+        kind = kind.casefold().replace(" ", "_") if kind else None
+        if (kind == MAYORAL) != orders_only:
+            return  # the other connector's registration: skipped here, checked there
+        number = row.text("registratienummer", required=True, max_len=60)
+        file_id = row.text("dossiernummer", required=True, max_len=40)
+        case_id = row.text("casusnummer", required=kind != MAYORAL, max_len=40)
+        built = _event(row, kind, case_id) if kind else None
+        if row.errors or built is None or number is None or file_id is None:
+            return
+        event_type, day, payload = built
+        if event_type == "mayor.order_issued" and payload["valid_until"] < payload["valid_from"]:
+            row.error("geldig_tot", f"{payload['valid_until']} is before geldig_van")
+            return
+        yield Emit(
+            event_type,
+            entity=f"{kind}/{number}",
+            subject=subject(file_id, "sh_file_id"),
+            occurred_at=local_midnight(day, ZONE),
+            payload=payload,
+        )
+
+    return map_row
+
+
+def _connector(name: str, agency: str, orders_only: bool, description: str) -> Connector:
+    return Connector(
+        name=name,
+        agency=agency,
+        source_system=SOURCE_SYSTEM,
+        jurisdiction="NL",
+        reader=JsonReader(items="registraties"),
+        map=mapper(orders_only),
+        patterns=("*.json", "*.jsonl"),
+        fallback_encoding="cp1252",
+        correction_reason="keying_error",
+        description=description,
+    )
+
+
+SAFETY_HOUSE = _connector(
+    "safety-house",
+    "safety_house",
+    False,
+    "Safety House Haaglanden: cases, screenings, conferences, plans (JSON)",
+)
+MUNICIPALITY = _connector(
+    "hague-municipality",
+    "hague_municipality",
+    True,
+    "The Hague: the Mayor's orders from the Safety House system (JSON)",
+)
+BY_AGENCY = {c.agency: c for c in (SAFETY_HOUSE, MUNICIPALITY)}
+
+
+def run(path: str | Path, publisher: Publisher, ledger: Ledger | None = None,
+        **options: Any) -> Summary:  # fmt: skip
+    """Publish one export with ``publisher``: as ``safety_house`` everything but the Mayor's
+    orders, as ``hague_municipality`` only those. ``options`` go to
+    :func:`connectors.framework.run_file` (``quarantine_dir``, ``encoding``, ``progress``)."""
+    connector = BY_AGENCY.get(publisher.agency)
+    if connector is None:
+        raise ValueError(f"no Safety House connector publishes as {publisher.agency!r} "
+                         f"(expected one of {', '.join(BY_AGENCY)})")  # fmt: skip
+    return run_file(connector, path, publisher, ledger or Ledger(":memory:"), **options)
