@@ -22,6 +22,13 @@ import structlog
 from hub.audit.entry import SHORT_MAX, TEXT_MAX, AuditEntry, make_entry_id, payload_hash
 from hub.crypto import FieldCrypto
 from hub.domain.errors import Fenced, HubError, SerdeError, TransactionAborted, ValidationError
+from hub.identity import (
+    HUB_ONLY,
+    candidate_outputs,
+    event_unlink_outputs,
+    merge_outputs,
+    unlink_outputs,
+)
 from hub.policy import AgreementSet, Decision, PolicyState, PseudonymKeys, apply, evaluate
 from hub.ports import InRecord, OutRecord
 from hub.serde.codec import AvroCodec
@@ -139,6 +146,7 @@ class Router:
         self.stats = RouterStats()
         self.audiences = list(agreements.audiences())
         self._consecutive_bad: dict[tuple[str, int], int] = {}
+        self._issued: set[tuple[str, str]] = set()  # (agency, pseudonym) recorded in the state
         self.attempt = ""
 
     # -- the loop --------------------------------------------------------------------------
@@ -193,6 +201,7 @@ class Router:
                 raise
             except Exception as exc:  # noqa: BLE001 - the top of the loop: abort and reprocess
                 log.exception("batch_failed", records=len(records))
+                self._issued.clear()  # the state's transaction rolled back
                 bus.abort(f"batch failed: {type(exc).__name__}: {exc}")
             bus.commit(done)
         except TransactionAborted:
@@ -283,8 +292,10 @@ class Router:
             )
         if event.get("disclosure") is not None:
             raise Rejected("forged_disclosure", "disclosure is set by the hub, never by a partner")
-        if envelope["event_type"] == "delivery.retracted":
-            raise Rejected("reserved_event_type", "delivery.retracted is written by the hub only")
+        if envelope["event_type"] in HUB_ONLY:
+            raise Rejected(
+                "reserved_event_type", f"{envelope['event_type']} is written by the hub only"
+            )
         if envelope["occurred_at"] > self.clock() + self.config.max_future_skew:
             raise Rejected(
                 "future_event",
@@ -320,6 +331,18 @@ class Router:
                 f"supersedes_event_id {supersedes} was published on {original[1]}, not by "
                 f"{agency}: an agency may correct only its own events",
             )
+        mislinked = (
+            event.get("retracted_event_id")
+            if envelope["event_type"] == "record.link_retracted"
+            else None
+        )
+        linked = self.seen.get(mislinked) if mislinked else None
+        if linked is not None and self.topics.agency_of_ingest(linked[1]) != agency:
+            raise Rejected(
+                "forged_correction",
+                f"retracted_event_id {mislinked} was published on {linked[1]}, not by {agency}: "
+                "an agency may retract only its own events",
+            )
         # Is the event routable at all? (Rule 1 of the engine: the same answer for every
         # audience and any state; an unknown audience stops evaluate() right after it.) Asked
         # before the state changes: an event sent to the DLQ must have no effect on decisions.
@@ -329,6 +352,7 @@ class Router:
         # State first, then decisions: a replay after an abort sees the same state (apply_event
         # is idempotent by event_id), so it makes the same decisions.
         self.state.apply_event(event)
+        merges, unlinks = self.state.take_merges(), self.state.take_unlinks()
         decisions = [
             evaluate(event, audience, self.state, self.agreements) for audience in self.audiences
         ]
@@ -364,6 +388,13 @@ class Router:
             outputs += self._correct(event, supersedes, permitted, subject, subject_ref)
         if envelope["event_type"] == "consent.withdrawn":
             outputs += self._retract_consented(event, subject, subject_ref)
+        # identity (hub.identity): views follow merges and unlinks; similar people are proposed
+        outputs += merge_outputs(self, event, merges, subject_ref)
+        outputs += unlink_outputs(self, event, unlinks, subject_ref)
+        if mislinked:
+            outputs += event_unlink_outputs(self, event, mislinked, subject, subject_ref)
+        if envelope["event_type"] == "person.registered":
+            outputs += candidate_outputs(self, event, self.state.candidates_for(event))
         self.stats.routed += 1
         return outputs
 
@@ -376,6 +407,13 @@ class Router:
         if self.fields is not None:  # each permitted sensitive value, under the audience's key
             delivered, sealed = self.fields.seal(delivered)
             self.fields.link(delivered, subject)
+        shown = delivered["envelope"]["subject"]
+        if shown["local_id_scheme"] == "hub_pseudonym" and decision.person_level:
+            # remember the pseudonym issued, so that the agency may echo it back (MALS)
+            issued = (self.agreements.agency_of_audience(decision.audience), shown["local_id"])
+            if issued not in self._issued:
+                self.state.record_pseudonym(*issued, subject)
+                self._issued.add(issued)
         value = self.codec.encode(delivered)
         envelope = event["envelope"]
         clause = decision.clause_ids[0] if decision.clause_ids else ""

@@ -127,6 +127,16 @@ deliveries = Table(
 )
 
 
+people = Table(
+    "policy_people",
+    policy_metadata,
+    Column("subject", String(ID), primary_key=True),
+    Column("ref", String(KEY), primary_key=True),  # agency|scheme|local id of the registration
+    Column("born", String(10), nullable=False, index=True),
+    Column("name_key", String(KEY), nullable=False),
+)
+
+
 def create_policy_tables(engine: Engine) -> None:
     """Create the policy state tables if they do not exist (tests, ``hub init``)."""
     try:
@@ -268,6 +278,17 @@ class SqlPolicyState(StateLogic):
         self._write().execute(delete(links).where(links.c.link_key == key))
         self._link_cache[key] = None
 
+    def _link_keys_of(self, subject: str) -> list[str]:
+        with self._connection() as conn:
+            rows = conn.execute(select(links.c.link_key).where(links.c.subject == subject))
+            return sorted(rows.scalars())
+
+    def _link_event(self, key: str) -> str | None:
+        with self._connection() as conn:
+            return conn.execute(
+                select(links.c.event_id).where(links.c.link_key == key)
+            ).scalar_one_or_none()
+
     def _rename_subject(self, old: str, new: str) -> None:
         conn = self._write()
         conn.execute(update(links).where(links.c.subject == old).values(subject=new))
@@ -280,6 +301,10 @@ class SqlPolicyState(StateLogic):
         conn.execute(update(local_ids).where(local_ids.c.subject == old).values(subject=new))
         conn.execute(update(intervals).where(intervals.c.subject == old).values(subject=new))
         conn.execute(update(deliveries).where(deliveries.c.subject == old).values(subject=new))
+        refs = select(people.c.ref).where(people.c.subject == new)
+        taken_refs = set(conn.execute(refs).scalars())
+        conn.execute(delete(people).where(people.c.subject == old, people.c.ref.in_(taken_refs)))
+        conn.execute(update(people).where(people.c.subject == old).values(subject=new))
         self._forget()
         self._link_cache.clear()
 
@@ -305,6 +330,33 @@ class SqlPolicyState(StateLogic):
                 )
             ).first()
         return (row.scheme, row.local_id) if row else None
+
+    def _locals_of(self, subject: str) -> dict[str, tuple[str, str]]:
+        with self._connection() as conn:
+            rows = conn.execute(select(local_ids).where(local_ids.c.subject == subject)).all()
+        return {row.agency: (row.scheme, row.local_id) for row in rows}
+
+    def _delete_local(self, subject: str, agency: str) -> None:
+        self._write().execute(
+            delete(local_ids).where(local_ids.c.subject == subject, local_ids.c.agency == agency)
+        )
+
+    def _put_person(self, subject: str, born: str, name_key: str, ref: str) -> None:
+        conn = self._write()
+        done = conn.execute(
+            update(people)
+            .where(people.c.subject == subject, people.c.ref == ref)
+            .values(born=born, name_key=name_key)
+        )
+        if done.rowcount == 0:
+            conn.execute(
+                insert(people).values(subject=subject, ref=ref, born=born, name_key=name_key)
+            )
+
+    def _people_born(self, born: str) -> list[tuple[str, str, str]]:
+        with self._connection() as conn:
+            rows = conn.execute(select(people).where(people.c.born == born)).all()
+        return sorted((row.subject, row.name_key, row.ref) for row in rows)
 
     # -- intervals ---------------------------------------------------------------------------
     def _intervals(self, kind: str, subject: str) -> list[Interval]:

@@ -11,8 +11,11 @@ applied exactly once. Nothing here commits offsets to Kafka.
 Tables (one database per audience; ``view_meta`` says whose): ``view_subjects``, ``view_timeline``,
 ``view_withheld``, ``view_status``, ``view_retractions``, ``view_corrections`` (tombstones: ids,
 reason and time, no content), ``view_rejects`` (position and reason of records that could not be
-used), ``view_offsets`` (next offset per partition). JSON columns are canonical text, so SQLite and
-PostgreSQL hold the same bytes and :meth:`SqlViewStore.dump` compares across backends.
+used), ``view_offsets`` (next offset per partition), ``view_aliases`` (identity merges: this
+audience's id of a merged subject -> the surviving one; a timeline row keeps the subject it was
+delivered under in ``delivered_*`` and is filed under the resolved one in ``subject_*``). JSON
+columns are canonical text, so SQLite and PostgreSQL hold the same bytes and
+:meth:`SqlViewStore.dump` compares across backends.
 """
 
 from __future__ import annotations
@@ -62,8 +65,10 @@ from sqlalchemy.pool import StaticPool
 
 from hub.domain.errors import InfraError, InputError
 from hub.views.projection import (
+    MERGED,
     RETRACTION,
     TABLES,
+    AliasRow,
     BatchStats,
     CorrectionRow,
     Decoded,
@@ -139,7 +144,20 @@ view_timeline = Table(
     Column("retention_until", Date, nullable=True),
     Column("supersedes_event_id", ID, nullable=True),
     Column("correction_reason", Text, nullable=True),
+    Column("delivered_scheme", String(64), nullable=False),
+    Column("delivered_id", NAME, nullable=False),
     Index("ix_view_timeline_subject", "subject_scheme", "subject_id", "occurred_at"),
+)
+view_aliases = Table(
+    "view_aliases",
+    metadata,
+    Column("merge_event_id", ID, primary_key=True),
+    Column("from_scheme", String(64), nullable=False),
+    Column("from_id", NAME, nullable=False),
+    Column("to_scheme", String(64), nullable=False),
+    Column("to_id", NAME, nullable=False),
+    Column("cause_event_id", ID, nullable=True),
+    Column("at", DateTime(timezone=True), nullable=False),
 )
 view_withheld = Table(
     "view_withheld",
@@ -381,7 +399,9 @@ class SqlViewStore:
                 earliest[key] = min(earliest.get(key, order), order)
         named = sorted(ids | targets)
         t = view_timeline
-        whole: set[SubjectKey] = set()
+        whole = self._load_aliases(conn, state, entries, targets)
+        if state.aliases:  # the new rows are filed under their resolved subjects
+            earliest = _resolved(state, earliest)
         for row in self._select_in(conn, t, t.c.event_id, named):
             loaded = _timeline(row)
             state.add_timeline(loaded)
@@ -409,12 +429,56 @@ class SqlViewStore:
         for row in self._select_in(conn, r, r.c.retraction_event_id, sorted(ids)):
             state.add_retraction(_retraction(row))
         state.dirty.clear()
+        state.rekeyed.clear()
         return _Before(
             timeline=set(state.timeline),
             retractions=set(state.retractions),
             corrections=set(state.corrections),
+            aliases=set(state.aliases),
             status={key: status for key, (_, status) in state.bases.items()},
         )
+
+    def _load_aliases(
+        self, conn: Connection, state: ViewState, entries: Sequence[Entry], targets: set[str]
+    ) -> set[SubjectKey]:
+        """Load every alias (few: one per merge this audience was told of); return the subjects
+        whose whole timeline the batch's merges and retracted merges may re-key."""
+        for row in conn.execute(select(view_aliases)):
+            values = dict(row._mapping)
+            values["at"] = utc(values["at"])
+            state.aliases[values["merge_event_id"]] = AliasRow(**values)
+        r = view_retractions
+        for row in self._select_in(conn, r, r.c.retracted_event_id, sorted(state.aliases)):
+            state.add_retraction(_retraction(row))  # a retracted merge is no alias
+        keys: set[SubjectKey] = set()
+        for entry in entries:
+            record = entry.record if isinstance(entry, Decoded) else None
+            envelope = (record or {}).get("envelope") or {}
+            if envelope.get("event_type") == MERGED:
+                subject = envelope.get("subject") or {}
+                keys.add((str(subject.get("local_id_scheme")), str(subject.get("local_id"))))
+                keys.add(
+                    (str(record.get("merged_local_id_scheme")), str(record.get("merged_local_id")))
+                )
+        for target in targets & set(state.aliases):
+            alias = state.aliases[target]
+            keys |= {(alias.from_scheme, alias.from_id), (alias.to_scheme, alias.to_id)}
+        if not keys:
+            return set()
+        # every subject the rows may be filed under before or after: whatever is reachable from
+        # those keys through any alias (retracted or not), and what they resolve to now
+        edges: dict[SubjectKey, set[SubjectKey]] = {}
+        for alias in state.aliases.values():
+            edges.setdefault((alias.from_scheme, alias.from_id), set()).add(
+                (alias.to_scheme, alias.to_id)
+            )
+        todo = list(keys)
+        while todo:
+            for nxt in edges.get(todo.pop(), ()):
+                if nxt not in keys:
+                    keys.add(nxt)
+                    todo.append(nxt)
+        return keys | {state.resolve(k) for k in keys}
 
     def _in(self, column: Column[Any], values: Sequence[Any]) -> ColumnElement[bool]:
         """``column IN values``; on PostgreSQL ``= ANY(array)``, one parameter however many."""
@@ -454,8 +518,9 @@ class SqlViewStore:
         self, conn: Connection, state: ViewState, before: _Before, partitions: Sequence[Partition]
     ) -> None:
         state.refresh()
-        gone = sorted(before.timeline - set(state.timeline))
-        new = [state.timeline[i] for i in sorted(set(state.timeline) - before.timeline)]
+        moved = state.rekeyed & before.timeline & set(state.timeline)
+        gone = sorted((before.timeline - set(state.timeline)) | moved)
+        new = [state.timeline[i] for i in sorted((set(state.timeline) - before.timeline) | moved)]
         for chunk in _chunks(gone):
             conn.execute(delete(view_withheld).where(self._in(view_withheld.c.event_id, chunk)))
             conn.execute(delete(view_timeline).where(self._in(view_timeline.c.event_id, chunk)))
@@ -472,6 +537,11 @@ class SqlViewStore:
             [row_dict(v) for k, v in state.corrections.items() if k not in before.corrections],
         )
         _insert(conn, view_rejects, [row_dict(v) for v in state.rejects.values()])
+        _insert(
+            conn,
+            view_aliases,
+            [row_dict(v) for k, v in state.aliases.items() if k not in before.aliases],
+        )
         keys = sorted(state.touched)
         vanished = [k for k in keys if k not in state.subjects]
         for table in (view_subjects, view_status):
@@ -504,7 +574,18 @@ class _Before:
     timeline: set[str]
     retractions: set[str]
     corrections: set[tuple[str, str]]
+    aliases: set[str]
     status: dict[SubjectKey, StatusRow]
+
+
+def _resolved(
+    state: ViewState, earliest: dict[SubjectKey, tuple[dt.datetime, str]]
+) -> dict[SubjectKey, tuple[dt.datetime, str]]:
+    out: dict[SubjectKey, tuple[dt.datetime, str]] = {}
+    for key, order in earliest.items():
+        resolved = state.resolve(key)
+        out[resolved] = min(out.get(resolved, order), order)
+    return out
 
 
 def _insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:

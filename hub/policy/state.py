@@ -25,6 +25,20 @@ into it). With no hit the id is derived deterministically from the strongest ide
 client id, Safety House file id, ERI participant id), or else from (source agency, local id).
 Identifiers of schemes that no jurisdiction owns (prison number, probation case reference) are
 keyed with the event's jurisdiction so that an English and a Dutch number never collide.
+
+Pseudonyms the hub issued (``hub_pseudonym``) never create a link, but one the hub issued to the
+publishing agency itself resolves back to its subject: the router records each pseudonym it
+delivers under (:meth:`StateLogic.record_pseudonym`, link key ``hub_pseudonym#<agency>:<value>``),
+so MALS echoing the pseudonym it was addressed with (its ``hub_id_map``) links its client id to
+the right person, while a pseudonym issued to another agency matches nothing.
+
+Merges (two subjects found to be one) are remembered for the router (:meth:`StateLogic.take_merges`)
+so that it can tell each audience's view to re-key; an identifier unlink (``record.link_retracted``
+naming an identifier) is remembered too (:meth:`StateLogic.take_unlinks`): the subject the
+identifier derives on its own is split off again for future events and views. A
+``record.link_retracted`` naming an event voids the facts that event created (like a correction).
+Name + date-of-birth similarity (:mod:`hub.policy.similarity`) only proposes a candidate
+(:meth:`StateLogic.candidates_for`), never links.
 """
 
 from __future__ import annotations
@@ -51,6 +65,7 @@ STRONG_SCHEMES = (
     "eri_participant_id",
 )
 NEVER_LINK = frozenset({"hub_pseudonym"})  # the hub's own output, never an input link
+PSEUDONYM = "hub_pseudonym"
 
 Instant = dt.datetime | dt.date | None
 
@@ -108,6 +123,19 @@ class PolicyState(Protocol):
 
     def mark_retracted(self, event_id: str, audience: str) -> None: ...
 
+    # identity: what the last apply_event merged or unlinked, issued pseudonyms, candidates
+    def take_merges(self) -> list[Merge]: ...
+
+    def take_unlinks(self) -> list[Unlink]: ...
+
+    def merge_deliveries(self, subject: str, old: str) -> list[tuple[str, str]]: ...
+
+    def audiences_of(self, subject: str) -> list[str]: ...
+
+    def record_pseudonym(self, agency: str, pseudonym: str, subject: str) -> None: ...
+
+    def candidates_for(self, event: Mapping[str, Any]) -> list[Candidate]: ...
+
 
 @dataclass(frozen=True)
 class Interval:
@@ -153,6 +181,46 @@ class Delivery:
     retracted: bool = False
 
 
+@dataclass(frozen=True)
+class Merge:
+    """``old`` was merged into ``new`` by ``event_id``; ``old_locals``: the agencies' local ids
+    of ``old`` just before (agency, (scheme, local id))."""
+
+    old: str
+    new: str
+    event_id: str
+    old_locals: tuple[tuple[str, tuple[str, str]], ...] = ()
+    new_locals: tuple[tuple[str, tuple[str, str]], ...] = ()
+
+
+@dataclass(frozen=True)
+class Unlink:
+    """The identifier ``key`` no longer belongs to ``holder``: ``alone``, merged into ``holder``
+    earlier, is a subject of its own again (its link keys point at it again)."""
+
+    key: str
+    holder: str
+    alone: str
+    event_id: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """``subject`` and ``other`` may be one person (same date of birth, similar names)."""
+
+    subject: str
+    other: str
+    ref: str  # agency|scheme|local id of the record that proposed it
+    other_ref: str
+    born: dt.date
+    score: float
+
+
+def issued_key(agency: str, pseudonym: str) -> str:
+    """The link key of a pseudonym the hub issued to ``agency``."""
+    return f"{PSEUDONYM}#{agency}:{pseudonym}"
+
+
 def to_ms(at: Instant) -> int | None:
     """Epoch milliseconds of an aware datetime, or of 00:00Z on a date."""
     if at is None:
@@ -192,6 +260,9 @@ class StateLogic:
             c.code for c in schemes.codes if c.kind == "person" and c.code not in NEVER_LINK
         )
         self._scoped_schemes = frozenset(c.code for c in schemes.codes if not c.jurisdictions)
+        self._merges: list[Merge] = []
+        self._unlinks: list[Unlink] = []
+        self._applying = 0  # the position of the event being applied
 
     # -- storage primitives (backends) -------------------------------------------------------
     @contextmanager
@@ -217,10 +288,34 @@ class StateLogic:
     def _delete_link(self, key: str) -> None:
         raise NotImplementedError
 
+    def _link_keys_of(self, subject: str) -> list[str]:
+        """Every link key pointing at ``subject``."""
+        raise NotImplementedError
+
+    def _link_event(self, key: str) -> str | None:
+        """The event that last set the link ``key``."""
+        raise NotImplementedError
+
     def _rename_subject(self, old: str, new: str) -> None:
         raise NotImplementedError
 
     def _set_local(self, subject: str, agency: str, scheme: str, local_id: str) -> None:
+        raise NotImplementedError
+
+    def _locals_of(self, subject: str) -> dict[str, tuple[str, str]]:
+        """agency -> (scheme, local id) of every agency's local id for ``subject``."""
+        raise NotImplementedError
+
+    def _delete_local(self, subject: str, agency: str) -> None:
+        raise NotImplementedError
+
+    def _put_person(self, subject: str, born: str, name_key: str, ref: str) -> None:
+        """Remember a registered person's normalised name for candidate proposals (idempotent
+        by (subject, ref)); ``ref``: ``agency|scheme|local id`` of the registering record."""
+        raise NotImplementedError
+
+    def _people_born(self, born: str) -> list[tuple[str, str, str]]:
+        """(subject, name key, ref) of every remembered person born on ``born`` (ISO date)."""
         raise NotImplementedError
 
     def _get_local(self, subject: str, agency: str) -> tuple[str, str] | None:
@@ -286,10 +381,17 @@ class StateLogic:
                 out.append((scheme, key))
         rank = {s: i for i, s in enumerate(STRONG_SCHEMES)}
         out.sort(key=lambda p: rank.get(p[0], len(rank)))
+        agency = envelope.get("source_agency") or ""
+        for scheme, value in pairs:
+            if scheme == PSEUDONYM and value:
+                key = issued_key(agency, value)
+                if all(k != key for _, k in out):
+                    out.append((PSEUDONYM, key))  # looked up, never linked
         return out
 
     def _derived_subject(self, envelope: Mapping[str, Any], keys: list[tuple[str, str]]) -> str:
         subject = envelope["subject"]
+        keys = [(s, k) for s, k in keys if s != PSEUDONYM]
         if not keys:
             return "rec-" + _hash(
                 envelope["source_agency"], subject["local_id_scheme"], subject["local_id"]
@@ -319,9 +421,9 @@ class StateLogic:
         ids = set(found.values())
         subject = min(ids) if ids else self._derived_subject(envelope, keys)
         for other in sorted(ids - {subject}):
-            self._rename_subject(other, subject)
-        for _, key in keys:
-            if found.get(key) != subject:
+            self._merge(other, subject, event_id)
+        for scheme, key in keys:
+            if scheme != PSEUDONYM and found.get(key) != subject:
                 self._set_link(key, subject, event_id)
         local = envelope["subject"]
         if local["local_id_scheme"] in self._person_schemes:
@@ -340,9 +442,70 @@ class StateLogic:
         existing = self._links([key]).get(key)
         if existing is not None and existing != subject:
             keep, other = sorted((existing, subject))
-            self._rename_subject(other, keep)
+            self._merge(other, keep, event_id)
             subject = keep
         self._set_link(key, subject, event_id)
+
+    def _merge(self, old: str, new: str, event_id: str) -> None:
+        """``old`` is the same person as ``new``: move everything of ``old`` to ``new``, and
+        remember which link keys came from ``old`` (facts ``merge`` and ``merged_key``) so that
+        an unlink can split it off again."""
+        seq = self._applying
+        for key in self._link_keys_of(old):
+            if not key.startswith(PSEUDONYM):
+                self._insert_interval("merged_key", new, key, old, None, 0, None, event_id, seq)
+        for agency, (scheme, local_id) in sorted(self._locals_of(old).items()):
+            value = f"{scheme}\x1f{local_id}"
+            self._insert_interval("merged_local", new, agency, value, old, 0, None, event_id, seq)
+        self._insert_interval("merge", new, old, event_id, None, 0, None, event_id, seq)
+        self._merges.append(
+            Merge(
+                old,
+                new,
+                event_id,
+                tuple(sorted(self._locals_of(old).items())),
+                tuple(sorted(self._locals_of(new).items())),
+            )
+        )
+        self._rename_subject(old, new)
+
+    def take_merges(self) -> list[Merge]:
+        """The merges the last :meth:`apply_event` made (and forget them)."""
+        merges, self._merges = self._merges, []
+        return merges
+
+    def take_unlinks(self) -> list[Unlink]:
+        """The identifier unlinks the last :meth:`apply_event` made (and forget them)."""
+        unlinks, self._unlinks = self._unlinks, []
+        return unlinks
+
+    def record_pseudonym(self, agency: str, pseudonym: str, subject: str) -> None:
+        """The router delivered ``subject`` to an audience of ``agency`` under ``pseudonym``:
+        remember it, so that the agency may echo it back (idempotent)."""
+        key = issued_key(agency, pseudonym)
+        with self.transaction():
+            if self._links([key]).get(key) != subject:
+                self._set_link(key, subject, "issued")
+
+    def candidates_for(self, event: Mapping[str, Any]) -> list[Candidate]:
+        """Subjects that may be the same person as the subject of a ``person.registered``
+        event (same date of birth, similar name, another subject): proposals for a person to
+        confirm, never links. Call after :meth:`apply_event`."""
+        from hub.policy.similarity import name_key, similar
+
+        born, key = event.get("date_of_birth"), _name_of(event)
+        if born is None or not key:
+            return []
+        subject = self.subject_of(event)
+        mine = name_key(key)
+        out: dict[str, Candidate] = {}
+        for other, other_key, ref in self._people_born(born.isoformat()):
+            if other == subject or other in out:
+                continue
+            score = similar(mine, other_key)
+            if score is not None:
+                out[other] = Candidate(subject, other, _ref(event), ref, born, score)
+        return [out[k] for k in sorted(out)]
 
     # -- queries -----------------------------------------------------------------------------
     def _holding(self, kind: str, subject: str, at: Instant, seq: int | None) -> list[Interval]:
@@ -409,6 +572,20 @@ class StateLogic:
             if d.consent_based and d.consent_scope in wanted and not d.retracted
         ]
 
+    def merge_deliveries(self, subject: str, old: str) -> list[tuple[str, str]]:
+        """(record id, audience) of the not retracted ``identity.subject_merged`` records that
+        told audiences ``old`` is ``subject`` (recorded with clause ``identity:merge:<old>``)."""
+        clause = f"identity:merge:{old}"
+        return [
+            (d.event_id, d.audience)
+            for d in sorted(self._deliveries_of_subject(subject), key=lambda d: d.seq)
+            if d.clause_id == clause and not d.retracted
+        ]
+
+    def audiences_of(self, subject: str) -> list[str]:
+        """Audiences holding some delivery about ``subject`` that was not retracted."""
+        return sorted({d.audience for d in self._deliveries_of_subject(subject) if not d.retracted})
+
     def deliveries_of(self, event_id: str) -> list[str]:
         """Audiences that received ``event_id`` (and have not had it retracted)."""
         return sorted(d.audience for d in self._deliveries_of_event(event_id) if not d.retracted)
@@ -438,10 +615,12 @@ class StateLogic:
         """Update the state from one event; False (and no change) if it was applied before."""
         envelope = event["envelope"]
         event_id, event_type = envelope["event_id"], envelope["event_type"]
+        self._merges, self._unlinks = [], []
         with self.transaction():
             seq = self._begin_apply(event_id, event_type)
             if seq is None:
                 return False
+            self._applying = seq
             subject = self._resolve(event, event_id)
             if envelope.get("supersedes_event_id"):
                 self._undo(envelope["supersedes_event_id"], seq)
@@ -662,11 +841,62 @@ def _identifier_linked(s: StateLogic, e: Mapping[str, Any], c: _Change) -> None:
 
 
 def _link_retracted(s: StateLogic, e: Mapping[str, Any], c: _Change) -> None:
+    if e.get("retracted_event_id"):
+        # the event was about someone else: the facts it created do not hold for this subject
+        s._undo(e["retracted_event_id"], c.seq)
     scheme, value = e.get("identifier_scheme"), e.get("identifier_value")
     if not scheme or not value or scheme not in s._person_schemes:
         return
     scope = f"@{c.envelope.get('jurisdiction') or ''}" if scheme in s._scoped_schemes else ""
-    s._delete_link(f"{scheme}{scope}:{value}")
+    key = f"{scheme}{scope}:{value}"
+    holder = s._links([key]).get(key)
+    if holder is None:
+        return
+    link_event = s._link_event(key)
+    s._delete_link(key)
+    # Which subject merged into the holder does the wrong link undo? The one the identifier
+    # came with, or else the ones the event that linked the identifier merged in.
+    keys = [r for r in s._intervals("merged_key", holder) if r.end is None and r.void_seq is None]
+    merges = [r for r in s._intervals("merge", holder) if r.end is None and r.void_seq is None]
+    sides = {r.value for r in keys if r.key == key}
+    if not sides:
+        sides = {r.key for r in merges if r.value == link_event}
+    at = c.occurred
+    for side in sorted(sides):
+        for row in keys:
+            if row.value == side:
+                if row.key != key:
+                    s._set_link(row.key, side, c.event_id)
+                s._end_interval(row.row_id, at, c.event_id, c.seq)
+        for row in merges:
+            if row.key == side:
+                s._end_interval(row.row_id, at, c.event_id, c.seq)
+        for row in s._intervals("merged_local", holder):
+            if row.extra == side and row.end is None and row.void_seq is None:
+                scheme, local_id = row.value.split("\x1f", 1)
+                if s._get_local(holder, row.key) == (scheme, local_id):
+                    s._delete_local(holder, row.key)
+                s._set_local(side, row.key, scheme, local_id)
+                s._end_interval(row.row_id, at, c.event_id, c.seq)
+        s._unlinks.append(Unlink(key, holder, side, c.event_id))
+
+
+def _person_registered(s: StateLogic, e: Mapping[str, Any], c: _Change) -> None:
+    from hub.policy.similarity import name_key
+
+    born, name = e.get("date_of_birth"), _name_of(e)
+    if born is not None and name:
+        s._put_person(c.subject, born.isoformat(), name_key(name), _ref(e))
+
+
+def _name_of(e: Mapping[str, Any]) -> str:
+    return " ".join(str(e.get(f) or "") for f in ("given_name", "family_name")).strip()
+
+
+def _ref(e: Mapping[str, Any]) -> str:
+    envelope = e["envelope"]
+    subject = envelope["subject"]
+    return f"{envelope['source_agency']}|{subject['local_id_scheme']}|{subject['local_id']}"
 
 
 _HANDLERS: dict[str, Callable[[StateLogic, Mapping[str, Any], _Change], None]] = {
@@ -686,6 +916,7 @@ _HANDLERS: dict[str, Callable[[StateLogic, Mapping[str, Any], _Change], None]] =
     "mentor.assigned": _mentor_assigned,
     "person.identifier_linked": _identifier_linked,
     "record.link_retracted": _link_retracted,
+    "person.registered": _person_registered,
 }
 STATE_EVENT_TYPES = frozenset(_HANDLERS)
 
@@ -711,6 +942,7 @@ class MemoryState(StateLogic):
         "_deliveries",
         "_deliveries_by_subject",
         "_deliveries_by_event",
+        "_people",
     )
 
     def __init__(self, catalogue: Catalogue | None = None) -> None:
@@ -725,6 +957,7 @@ class MemoryState(StateLogic):
         self._deliveries: dict[tuple[str, str], Delivery] = {}
         self._deliveries_by_subject: dict[str, tuple[tuple[str, str], ...]] = {}
         self._deliveries_by_event: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._people: dict[tuple[str, str], tuple[str, str]] = {}  # (subject, ref) -> (born, key)
         self._seq = 0
         self._depth = 0
 
@@ -777,6 +1010,13 @@ class MemoryState(StateLogic):
     def _delete_link(self, key: str) -> None:
         self._link_table.pop(key, None)
 
+    def _link_keys_of(self, subject: str) -> list[str]:
+        return sorted(k for k, (s, _) in self._link_table.items() if s == subject)
+
+    def _link_event(self, key: str) -> str | None:
+        found = self._link_table.get(key)
+        return found[1] if found else None
+
     def _rename_subject(self, old: str, new: str) -> None:
         for key, (subject, event_id) in list(self._link_table.items()):
             if subject == old:
@@ -792,6 +1032,10 @@ class MemoryState(StateLogic):
             for row_id in row_ids:
                 self._rows[row_id] = replace(self._rows[row_id], subject=new)
                 self._add(self._by_subject, (kind, new), row_id)
+        for (subject, ref), value in list(self._people.items()):
+            if subject == old:
+                del self._people[(subject, ref)]
+                self._people[(new, ref)] = value
         for delivery in self._deliveries_by_subject.pop(old, ()):
             self._deliveries[delivery] = replace(self._deliveries[delivery], subject=new)
             self._add(self._deliveries_by_subject, new, delivery)
@@ -801,6 +1045,18 @@ class MemoryState(StateLogic):
 
     def _get_local(self, subject: str, agency: str) -> tuple[str, str] | None:
         return self._local.get((subject, agency))
+
+    def _locals_of(self, subject: str) -> dict[str, tuple[str, str]]:
+        return {agency: v for (s, agency), v in self._local.items() if s == subject}
+
+    def _delete_local(self, subject: str, agency: str) -> None:
+        self._local.pop((subject, agency), None)
+
+    def _put_person(self, subject: str, born: str, name_key: str, ref: str) -> None:
+        self._people[(subject, ref)] = (born, name_key)
+
+    def _people_born(self, born: str) -> list[tuple[str, str, str]]:
+        return sorted((s, key, ref) for (s, ref), (b, key) in self._people.items() if b == born)
 
     def _intervals(self, kind: str, subject: str) -> list[Interval]:
         return [self._rows[i] for i in self._by_subject.get((kind, subject), ())]

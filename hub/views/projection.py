@@ -11,7 +11,13 @@ ends with the same tables:
 - subjects and status are recomputed for every subject a batch touched, from its remaining
   timeline rows in ``(occurred_at, event_id)`` order (:mod:`hub.views.status`);
 - every operation is an insert into a set or a delete by key, so applying a record twice is the
-  same as once; a record at a position below the stored next offset is skipped before that.
+  same as once; a record at a position below the stored next offset is skipped before that;
+- identity follows ``identity.subject_merged`` records: each is an alias (the merged subject's id
+  as this audience knew it -> the surviving one) unless some ``delivery.retracted`` names it (the
+  link was wrong, S8). A timeline row keeps the subject it was delivered under
+  (``delivered_scheme``, ``delivered_id``) and is filed under that subject resolved through the
+  aliases in force (``subject_scheme``, ``subject_id``), so a merge re-keys the merged subject's
+  rows into one timeline and a retracted merge moves them back, whatever the order they arrive.
 
 :class:`ViewState` holds the tables in memory. The SQL store (:mod:`hub.adapters.view_store`) loads
 the slice a batch needs into one, applies the batch, and writes the difference back; tests use a
@@ -26,17 +32,19 @@ import datetime as dt
 import decimal
 import json
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 from hub.views.status import STATUS_EVENT_TYPES, derive_status, open_referrals
 
 RETRACTION = "delivery.retracted"
+MERGED = "identity.subject_merged"
 SubjectKey = tuple[str, str]  # (local_id_scheme, local_id) as the audience sees the subject
 Partition = tuple[str, int]  # (topic, partition)
 Position = tuple[str, int, int]  # (topic, partition, offset)
 TABLES = (
+    "view_aliases",
     "view_corrections",
     "view_meta",
     "view_offsets",
@@ -116,10 +124,16 @@ class TimelineRow:
     retention_until: dt.date | None
     supersedes_event_id: str | None
     correction_reason: str | None
+    delivered_scheme: str = ""  # the subject as delivered ("" : the same as subject_*)
+    delivered_id: str = ""
 
     @property
     def subject(self) -> SubjectKey:
         return (self.subject_scheme, self.subject_id)
+
+    @property
+    def delivered(self) -> SubjectKey:
+        return (self.delivered_scheme, self.delivered_id)
 
     @property
     def order(self) -> tuple[dt.datetime, str]:
@@ -146,6 +160,19 @@ class RetractionRow:
     retracted_event_id: str
     reason: str
     clause_id: str | None
+    cause_event_id: str | None
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
+class AliasRow:
+    """``identity.subject_merged``: (from_*) is the same person as (to_*), for this audience."""
+
+    merge_event_id: str
+    from_scheme: str
+    from_id: str
+    to_scheme: str
+    to_id: str
     cause_event_id: str | None
     at: dt.datetime
 
@@ -290,6 +317,8 @@ def timeline_row(record: Mapping[str, Any]) -> TimelineRow:
         retention_until=disclosure.get("retention_until"),
         supersedes_event_id=envelope.get("supersedes_event_id"),
         correction_reason=envelope.get("correction_reason"),
+        delivered_scheme=subject["local_id_scheme"],
+        delivered_id=subject["local_id"],
     )
 
 
@@ -359,6 +388,8 @@ class ViewState:
     corrections: dict[tuple[str, str], CorrectionRow] = field(default_factory=dict)
     superseded: set[str] = field(default_factory=set)  # event ids some correction replaces
     rejects: dict[Position, RejectRow] = field(default_factory=dict)
+    aliases: dict[str, AliasRow] = field(default_factory=dict)  # every one (the store loads all)
+    rekeyed: set[str] = field(default_factory=set)  # timeline rows filed under another subject
     offsets: dict[Partition, int] = field(default_factory=dict)
     subjects: dict[SubjectKey, SubjectRow] = field(default_factory=dict)
     status: dict[SubjectKey, StatusRow] = field(default_factory=dict)
@@ -388,6 +419,48 @@ class ViewState:
     def add_retraction(self, row: RetractionRow) -> None:
         self.retractions[row.retraction_event_id] = row
         self.retracted.add(row.retracted_event_id)
+
+    def resolve(self, key: SubjectKey) -> SubjectKey:
+        """``key`` through the aliases in force (a chain followed to its end; of two aliases from
+        one key, the later one (time, id) wins)."""
+        step: dict[SubjectKey, tuple[tuple[dt.datetime, str], SubjectKey]] = {}
+        for alias in self.aliases.values():
+            if alias.merge_event_id in self.retracted:
+                continue
+            source, order = (alias.from_scheme, alias.from_id), (alias.at, alias.merge_event_id)
+            if source not in step or step[source][0] < order:
+                step[source] = (order, (alias.to_scheme, alias.to_id))
+        seen = {key}
+        while key in step:
+            nxt = step[key][1]
+            if nxt in seen:
+                break
+            seen.add(nxt)
+            key = nxt
+        return key
+
+    def filed(self, row: TimelineRow) -> TimelineRow:
+        """``row`` under the subject its delivered subject resolves to."""
+        delivered = row.delivered if row.delivered_scheme else row.subject
+        key = self.resolve(delivered)
+        if key == row.subject and row.delivered_scheme:
+            return row
+        return replace(
+            row,
+            subject_scheme=key[0],
+            subject_id=key[1],
+            delivered_scheme=delivered[0],
+            delivered_id=delivered[1],
+        )
+
+    def rekey(self) -> None:
+        """File every loaded timeline row under the subject the aliases now resolve it to."""
+        for event_id, row in list(self.timeline.items()):
+            filed = self.filed(row)
+            if filed is not row:
+                self.remove_timeline(event_id)
+                self.add_timeline(filed)
+                self.rekeyed.add(event_id)
 
     def add_correction(self, row: CorrectionRow) -> None:
         self.corrections[(row.superseded_event_id, row.corrected_by_event_id)] = row
@@ -440,6 +513,7 @@ class ViewState:
         """Every table as rows of column -> value (the SQL store's columns, same names)."""
         self.refresh()
         return {
+            "view_aliases": [row_dict(r) for r in self.aliases.values()],
             "view_corrections": [row_dict(r) for r in self.corrections.values()],
             "view_meta": [{"key": "audience", "value": self.audience}],
             "view_offsets": [
@@ -527,8 +601,36 @@ def apply_record(state: ViewState, record: Mapping[str, Any], stats: BatchStats)
             )
         )
         state.remove_timeline(target)
+        if target in state.aliases:
+            state.rekey()
         stats.retractions += 1
         stats.applied += 1
+        return
+    if event_type == MERGED:
+        if event_id in state.aliases:
+            stats.duplicates += 1
+            return
+        try:
+            subject = envelope["subject"]
+            alias = AliasRow(
+                merge_event_id=event_id,
+                from_scheme=record["merged_local_id_scheme"],
+                from_id=record["merged_local_id"],
+                to_scheme=subject["local_id_scheme"],
+                to_id=subject["local_id"],
+                cause_event_id=record.get("cause_event_id"),
+                at=utc(envelope["occurred_at"]),
+            )
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise Unusable("invalid_merge", f"identity.subject_merged lacks {exc}") from None
+        if not alias.from_scheme or not alias.from_id:
+            raise Unusable("invalid_merge", "identity.subject_merged without merged_local_id")
+        state.aliases[event_id] = alias
+        if state.hidden(event_id):
+            stats.hidden += 1
+        else:
+            state.rekey()
+            stats.applied += 1
         return
     if event_id in state.timeline:
         stats.duplicates += 1
@@ -547,7 +649,7 @@ def apply_record(state: ViewState, record: Mapping[str, Any], stats: BatchStats)
     if state.hidden(event_id):
         stats.hidden += 1
         return
-    state.add_timeline(row)
+    state.add_timeline(state.filed(row))
     stats.applied += 1
 
 

@@ -290,8 +290,11 @@ def sample_deliveries(
     subjects: int | None = None,
     corrections: float = 0.03,
     retractions: float = 0.02,
+    merges: float = 0.0,
 ) -> list[dict[str, Any]]:
-    """``n`` delivered records (events, corrections, retractions) for ``audience``."""
+    """``n`` delivered records (events, corrections, retractions) for ``audience``; with
+    ``merges``, that share of identity merges (``identity.subject_merged`` of one subject into
+    another), a third of which are retracted later (S8)."""
     rng = random.Random(seed)
     count = subjects or max(1, n // 25)
     keys = [
@@ -301,6 +304,7 @@ def sample_deliveries(
     clock = {key: BASE + dt.timedelta(days=rng.randrange(0, 200)) for key in keys}
     delivered: dict[tuple[str, str], list[dict[str, Any]]] = {key: [] for key in keys}
     out: list[dict[str, Any]] = []
+    merged: list[dict[str, Any]] = []
     for i in range(n):
         key = rng.choice(keys)
         clock[key] += dt.timedelta(hours=rng.randrange(1, 24 * 20))
@@ -308,6 +312,21 @@ def sample_deliveries(
         event_id = str(uuid.uuid5(NAMESPACE, f"{seed}/{i}"))
         earlier = delivered[key]
         roll = rng.random()
+        if merges and roll > 1 - merges:
+            if merged and rng.random() < 1 / 3:
+                out.append(_unmerge(event_id, at, merged.pop(rng.randrange(len(merged)))))
+                continue
+            into = rng.choice([k for k in keys if k != key] or [key])
+            record = {
+                "envelope": _envelope(event_id, "identity.subject_merged", at, into),
+                "merged_local_id_scheme": key[0],
+                "merged_local_id": key[1],
+                "cause_event_id": str(uuid.uuid5(NAMESPACE, f"{seed}/{i}/cause")),
+                "disclosure": None,
+            }
+            merged.append(record)
+            out.append(record)
+            continue
         if earlier and roll < retractions:
             target = rng.choice(earlier)
             record: dict[str, Any] = {
@@ -342,3 +361,18 @@ def sample_deliveries(
         earlier.append(record)
         out.append(record)
     return out
+
+
+def _unmerge(event_id: str, at: dt.datetime, merge: dict[str, Any]) -> dict[str, Any]:
+    """The hub's retraction of a merge record (the link was wrong)."""
+    subject = merge["envelope"]["subject"]
+    return {
+        "envelope": _envelope(
+            event_id, "delivery.retracted", at, (subject["local_id_scheme"], subject["local_id"])
+        ),
+        "retracted_event_id": merge["envelope"]["event_id"],
+        "reason": "link_retracted",
+        "clause_id": None,
+        "cause_event_id": None,
+        "disclosure": None,
+    }

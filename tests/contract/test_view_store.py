@@ -73,6 +73,23 @@ class ViewStoreContract:
 
         assert store.dump() == oracle(entries)
 
+    def test_merges_and_retracted_merges_give_the_tables_of_the_projection(
+        self, store: SqlViewStore
+    ) -> None:
+        records = late(sample_deliveries(1000, seed=21, subjects=30, merges=0.04), seed=21)
+        entries = entries_for(records)
+        rng = random.Random(21)
+        start = 0
+        while start < len(entries):
+            size = rng.randrange(1, 300)
+            store.apply_batch(entries[max(0, start - rng.randrange(0, 50)) : start + size])
+            start += size
+
+        tables = store.tables()
+        assert tables["view_aliases"], "the sample holds merges"
+        assert any(r["delivered_id"] != r["subject_id"] for r in tables["view_timeline"])
+        assert store.dump() == oracle(entries)
+
     def test_the_same_batch_twice_changes_nothing(self, store: SqlViewStore) -> None:
         entries = entries_for(sample_deliveries(500, seed=12, subjects=20))
         store.apply_batch(entries)
