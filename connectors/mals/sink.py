@@ -21,6 +21,10 @@ What each delivered record does (idempotent by ``event_id``: ``hub_inbox`` remem
   that client. A retraction that arrives before its event leaves a tombstone, so the event is
   never applied afterwards.
 - MALS' own events coming back (clause ``mals-0``) are recorded and ignored: MALS has them.
+- ``identity.subject_merged`` (the hub found two subjects to be one person): when MALS knew the
+  merged subject by a pseudonym and the hub now uses another, ``hub_id_map`` follows, so MALS
+  keeps echoing the pseudonym the hub addresses it with; a retraction of the merge (a wrong link)
+  puts the mapping back. Two MALS clients for one person are left for MALS staff.
 - any other event type: its delivered fields are kept as JSON in ``hub_inbox.payload`` for MALS
   staff (corrections replace, retractions delete the payload).
 - a record that cannot be decoded, or names a subject scheme MALS cannot hold, goes to
@@ -83,6 +87,9 @@ CREATED_BY = "hub referral"  # clients.created_by of a client the sink created
 BATCH_SIZE = 500
 POLL_TIMEOUT_S = 0.5
 APPLY_ATTEMPTS = 5
+
+
+MERGED = "identity.subject_merged"
 
 
 def group_id(topics: Topics) -> str:
@@ -175,6 +182,9 @@ class MalsApplier:
             if event_type == "delivery.retracted":
                 self._retract(conn, record)
                 outcome, client_id, referral_id, payload = "applied", None, None, None
+            elif event_type == MERGED:
+                client_id, payload = self._merged(conn, record)
+                outcome, referral_id = "applied", None
             elif envelope["source_agency"] == AUDIENCE:
                 outcome, client_id, referral_id, payload = "own", None, None, None
             elif event_type == "referral.created":
@@ -226,12 +236,50 @@ class MalsApplier:
             .values(state="superseded", payload=None, referral_id=None)
         )
 
+    def _merged(self, conn: Connection, record: Mapping[str, Any]) -> tuple[str | None, str]:
+        """The hub found two subjects to be one person. When MALS knew the merged one by a
+        pseudonym and the hub now addresses the person by another, the mapping follows (MALS
+        keeps echoing the pseudonym the hub uses). Two MALS client rows for one person are left
+        for MALS staff: the inbox row says so."""
+        subject = record["envelope"]["subject"]
+        old = {"local_id_scheme": record["merged_local_id_scheme"],
+               "local_id": record["merged_local_id"]}  # fmt: skip
+        merged_client = known_client(conn, old)
+        client_id = known_client(conn, subject)
+        rekeyed = (
+            merged_client is not None
+            and client_id is None
+            and old["local_id_scheme"] == subject["local_id_scheme"] == "hub_pseudonym"
+        )
+        if rekeyed:
+            conn.execute(
+                update(hub_id_map)
+                .where(hub_id_map.c.pseudonym == old["local_id"])
+                .values(pseudonym=subject["local_id"])
+            )
+            client_id = merged_client
+        note = {"merged_local_id": old["local_id"], "merged_client_id": merged_client,
+                "client_id": client_id, "rekeyed": rekeyed}  # fmt: skip
+        return client_id, json.dumps(note, sort_keys=True)
+
+    def _unmerged(self, conn: Connection, target: Any) -> None:
+        """A merge the hub retracted (the link was wrong): the mapping goes back."""
+        note = json.loads(target.payload or "{}")
+        if note.get("rekeyed"):
+            conn.execute(
+                update(hub_id_map)
+                .where(hub_id_map.c.pseudonym == target.subject_id)
+                .values(pseudonym=note["merged_local_id"])
+            )
+
     def _retract(self, conn: Connection, record: Mapping[str, Any]) -> None:
         retracted = record["retracted_event_id"]
         target = _inbox(conn, retracted)
         if target is None:
             _tombstone(conn, retracted, "retracted")
             return
+        if target.event_type == MERGED and target.state == "applied":
+            self._unmerged(conn, target)
         if target.referral_id is not None:
             conn.execute(delete(referrals).where(referrals.c.referral_id == target.referral_id))
             if target.client_id:

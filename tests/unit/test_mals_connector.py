@@ -527,3 +527,25 @@ def test_a_correction_to_another_person_moves_the_referral_and_drops_the_wrong_c
     assert referral["client_id"] == "MALS-0109"
     assert sorted(c["client_id"] for c in rows(db, clients)) == ["MALS-0107", "MALS-0109"]
     assert [m["pseudonym"] for m in rows(db, hub_id_map)] == ["67" * 32]
+
+
+def test_a_merge_moves_the_pseudonym_mapping_and_its_retraction_moves_it_back(
+    db: Engine,
+) -> None:
+    old, new = "0a" * 32, "0b" * 32
+    apply(db, delivered("referral.created", ("hub_pseudonym", old), **REFERRAL))
+    merge = delivered("identity.subject_merged", ("hub_pseudonym", new), source_agency="hub",
+                      merged_local_id_scheme="hub_pseudonym", merged_local_id=old)  # fmt: skip
+    apply(db, merge)
+    assert [(m["pseudonym"], m["client_id"]) for m in rows(db, hub_id_map)] == [
+        (new, "MALS-0108")
+    ]
+    # what the hub sends next under the surviving pseudonym reaches the same client
+    apply(db, delivered("referral.created", ("hub_pseudonym", new), **REFERRAL))
+    assert {r["client_id"] for r in rows(db, referrals)} == {"MALS-0108"}
+
+    merge_id = merge.record["envelope"]["event_id"]  # type: ignore[index]
+    apply(db, delivered("delivery.retracted", ("hub_pseudonym", new), source_agency="hub",
+                        retracted_event_id=merge_id, reason="link_retracted"))  # fmt: skip
+
+    assert [m["pseudonym"] for m in rows(db, hub_id_map)] == [old]
