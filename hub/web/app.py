@@ -247,6 +247,14 @@ def create_app(
         context["csrf_token"] = csrf_token(request)
         return templates.TemplateResponse(request, name, context, status_code=status_code)
 
+    def render_error(request: Request, status_code: int, message: str) -> Response:
+        """An error page that starts no session: a refused cross-site request (which arrives
+        without the SameSite=Strict cookie) must not replace the user's session cookie."""
+        token = request.session.get("csrf")
+        context = {"user": getattr(request.state, "user", None), "message": message,
+                   "csrf_token": token if isinstance(token, str) else ""}  # fmt: skip
+        return templates.TemplateResponse(request, "error.html", context, status_code=status_code)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
@@ -280,15 +288,15 @@ def create_app(
 
     @app.exception_handler(Refused)
     async def _refused(request: Request, exc: Refused) -> Response:
-        return render(request, "error.html", exc.status, message=exc.message)
+        return render_error(request, exc.status, exc.message)
 
     @app.exception_handler(HubError)
     async def _hub_error(request: Request, exc: HubError) -> Response:
         if isinstance(exc, InputError):
-            return render(request, "error.html", 400, message=str(exc))
+            return render_error(request, 400, str(exc))
         log.error("page_failed", path=request.url.path, error=str(exc))
-        return render(request, "error.html", 503, message=str(exc)
-                      if isinstance(exc, InfraError) else "The hub could not answer.")  # fmt: skip
+        message = str(exc) if isinstance(exc, InfraError) else "The hub could not answer."
+        return render_error(request, 503, message)
 
     # -- pages -------------------------------------------------------------------------------
     @app.get("/")
