@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 PARTNERS: dict[str, str] = {
     "police": "connectors.police:CONNECTOR",
+    "prison": "connectors.prison:CONNECTOR",
     "probation-crc": "connectors.probation:CRC",
     "probation-nps": "connectors.probation:NPS",
     "safety-house": "connectors.safety_house:SAFETY_HOUSE",

@@ -360,21 +360,27 @@ class Row:
             value = value.strip() or None
         return value
 
-    def _missing(self, key: str, required: bool) -> None:
+    def _bad(self, field: str | None, message: str) -> Any:
+        """Note a problem; the accessor's value is then None."""
+        self.error(field, message)
+        return None
+
+    def _absent(self, key: str, required: bool) -> Any:
         if required:
             self.error(key, "is empty (required)")
+        return None
 
     def text(self, key: str, required: bool = False, max_len: int = 500) -> str | None:
         value = self.get(key)
         if value is None:
-            return self._missing(key, required)
+            return self._absent(key, required)
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            return self.error(key, f"expected text, got {_quote(value)}")
+            return self._bad(key, f"expected text, got {_quote(value)}")
         value = str(value)
         if len(value) > max_len:
-            return self.error(key, f"is {len(value)} characters long (at most {max_len})")
+            return self._bad(key, f"is {len(value)} characters long (at most {max_len})")
         if _CONTROL.search(value):
-            return self.error(key, f"{_quote(value)} holds control or replacement characters")
+            return self._bad(key, f"{_quote(value)} holds control or replacement characters")
         return value
 
     def date(
@@ -390,11 +396,11 @@ class Row:
                 continue
             if FIRST_DAY <= day <= LAST_DAY:
                 return day
-            return self.error(key, f"{_quote(value)} is out of range ({FIRST_DAY} to {LAST_DAY})")
+            return self._bad(key, f"{_quote(value)} is out of range ({FIRST_DAY} to {LAST_DAY})")
         shown = " or ".join(
             f.replace("%Y", "YYYY").replace("%m", "MM").replace("%d", "DD") for f in formats
         )
-        return self.error(key, f"{_quote(value)} is not a date (expected {shown})")
+        return self._bad(key, f"{_quote(value)} is not a date (expected {shown})")
 
     def datetime(
         self, key: str, zone: str, required: bool = False, formats: Sequence[str] = DATETIME_FORMATS
@@ -414,7 +420,7 @@ class Row:
                 except ValueError:
                     continue
         if parsed is None or not FIRST_DAY <= parsed.date() <= LAST_DAY:
-            return self.error(
+            return self._bad(
                 key,
                 f"{_quote(value)} is not a date and time "
                 "(expected YYYY-MM-DDTHH:MM or DD/MM/YYYY HH:MM)",
@@ -428,15 +434,15 @@ class Row:
     ) -> int | None:
         value = self.get(key)
         if value is None:
-            return self._missing(key, required)
+            return self._absent(key, required)
         try:
             if isinstance(value, bool) or isinstance(value, float) and not value.is_integer():
                 raise ValueError
             number = int(value)
         except (TypeError, ValueError, OverflowError):
-            return self.error(key, f"{_quote(value)} is not a whole number")
+            return self._bad(key, f"{_quote(value)} is not a whole number")
         if (low is not None and number < low) or (high is not None and number > high):
-            return self.error(key, f"{number} is out of range ({low} to {high})")
+            return self._bad(key, f"{number} is out of range ({low} to {high})")
         return number
 
     def money(self, key: str, required: bool = False, high: int = 10**9) -> decimal.Decimal | None:
@@ -450,15 +456,15 @@ class Row:
             if not amount.is_finite() or amount.as_tuple().exponent < -2:  # type: ignore[operator]
                 raise decimal.InvalidOperation
         except decimal.InvalidOperation:
-            return self.error(key, f"{_quote(value)} is not an amount (expected e.g. 1250.50)")
+            return self._bad(key, f"{_quote(value)} is not an amount (expected e.g. 1250.50)")
         if not 0 <= amount < high:
-            return self.error(key, f"{_quote(value)} is out of range (0 to {high})")
+            return self._bad(key, f"{_quote(value)} is out of range (0 to {high})")
         return amount.quantize(decimal.Decimal("0.01"))
 
     def flag(self, key: str, required: bool = False) -> bool | None:
         value = self.get(key)
         if value is None:
-            return self._missing(key, required)
+            return self._absent(key, required)
         if isinstance(value, bool):
             return value
         text = str(value).strip().casefold()
@@ -466,7 +472,7 @@ class Row:
             return True
         if text in FALSE:
             return False
-        return self.error(key, f"{_quote(value)} is not a yes/no flag (expected Y or N)")
+        return self._bad(key, f"{_quote(value)} is not a yes/no flag (expected Y or N)")
 
     def code(self, key: str, codes: Mapping[str, str], required: bool = False) -> str | None:
         """A source code translated to the hub's code (compared without case or spaces)."""
@@ -476,7 +482,7 @@ class Row:
         hub_code = _normalised(codes).get(normalise(value))
         if hub_code is None:
             accepted = ", ".join(sorted(codes))
-            return self.error(key, f"{_quote(value)} is not a known code (expected {accepted})")
+            return self._bad(key, f"{_quote(value)} is not a known code (expected {accepted})")
         return hub_code
 
 
@@ -802,7 +808,7 @@ class Processor:
             )
         if row.errors:
             return self._reject(record, row.errors)
-        built: list[tuple[dict[str, Any], Published]] = []
+        built: list[tuple[dict[str, Any] | None, Published]] = []
         problems: list[tuple[str | None, str]] = []
         for emit in emits:
             try:
@@ -811,7 +817,7 @@ class Processor:
                 problems.append((exc.field, exc.message))
             except ValidationError as exc:
                 problems.append((exc.field, str(exc)))
-        fresh = [(event, p) for event, p in built if not self._published(p.event_id)]
+        fresh = [(e, p) for e, p in built if e is not None and not self._published(p.event_id)]
         for event, _ in fresh:  # what was published before was valid: check only what is new
             try:
                 self.publisher.validate(event)
@@ -836,10 +842,11 @@ class Processor:
     def _published(self, event_id: str) -> bool:
         return event_id in self.pending or self.ledger.has(self.topic, event_id)
 
-    def _build(self, emit: Emit) -> tuple[dict[str, Any], Published]:
-        """The event of ``emit``. Its source key is ``<entity>#<fingerprint>``, and for a
-        correction also ``<`` the id it supersedes (so that a value changed back later is a
-        correction again, not the first event's id)."""
+    def _build(self, emit: Emit) -> tuple[dict[str, Any] | None, Published]:
+        """The event of ``emit``, or None when it is its entity's latest published version.
+        The source key is ``<entity>#<fingerprint>``, and for a correction also ``<`` the id it
+        supersedes (so that a value changed back later is a correction again, not the first
+        event's id)."""
         entity = f"{emit.event_type}|{emit.entity}"
         fingerprint = emit.fingerprint()
         earlier = self.in_file.get(entity)
@@ -850,7 +857,9 @@ class Processor:
                 "of this file with other values; one of the two is wrong",
             )
         latest = self._latest(entity)
-        supersedes = latest.event_id if latest and latest.fingerprint != fingerprint else None
+        if latest is not None and latest.fingerprint == fingerprint:
+            return None, latest  # the entity's current version: published already
+        supersedes = latest.event_id if latest else None
         source_key = f"{emit.entity}#{fingerprint}" + (f"<{supersedes}" if supersedes else "")
         event = self.publisher.build(
             emit.event_type,

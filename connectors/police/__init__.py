@@ -223,7 +223,7 @@ def map_row(row: Row) -> Iterator[Emit]:
 
     if _group(row, "score"):
         score_date = row.date("score_date")
-        payload = {
+        payload: Mapping[str, Any] = {
             "score": row.integer("priority_score", low=0, high=100_000),
             "cost_of_crime": row.money("cost_of_crime"),
             "score_date": score_date,

@@ -1,8 +1,8 @@
 """The police (CORVUS) connector: two nights of the sample export give exactly the golden events
 (the second only what changed: a corrected date of birth and arrest outcome, a nominal leaving
 the cohort), and every kind of bad input ends as a clear error or a quarantine entry with counts
-that add up. EO-8 and IN-7 for this connector are in test_connectors_eo.py and
-test_connectors_fuzz.py."""
+that add up. EO-8 and IN-7 for this connector are in test_police_prison_eo.py and
+test_police_prison_fuzz.py."""
 
 from __future__ import annotations
 
