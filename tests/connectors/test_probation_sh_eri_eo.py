@@ -1,0 +1,138 @@
+"""EO-8 for the probation, Safety House and ERI connectors, through the real broker and router:
+the golden exports published once, again (the ledger: nothing sent), again with the ledgers lost,
+and ERI's a further time after a crash half-way through its file. Every event is delivered once
+per audience; the router drops every re-sent event as a duplicate; nothing reaches a DLQ."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from connectors.eri import CONNECTOR as ERI
+from connectors.framework import Connector, Ledger, run_file
+from connectors.probation import CRC, NPS
+from connectors.safety_house import MUNICIPALITY, SAFETY_HOUSE
+from hub import bootstrap
+from hub.adapters.kafka import SafeProducer, producer_config
+from hub.domain.errors import InfraError
+from hub.publisher import Publisher
+from tests.hubtest import LiveRouter, hub_settings
+
+pytestmark = pytest.mark.kafka
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "connectors"
+FILES: list[tuple[Connector, Path]] = [
+    (CRC, GOLDEN / "probation" / "crc-events.json"),
+    (NPS, GOLDEN / "probation" / "nps-events.jsonl"),
+    (SAFETY_HOUSE, GOLDEN / "safety_house" / "registraties.json"),
+    (MUNICIPALITY, GOLDEN / "safety_house" / "registraties.json"),
+    (ERI, GOLDEN / "eri" / "registro.csv"),
+]
+EVENTS = 7 + 2 + 6 + 2 + 14
+
+
+class CrashAfter:
+    """A sink that forwards ``n`` records and then fails, as a connector killed half-way."""
+
+    def __init__(self, sink: SafeProducer, n: int) -> None:
+        self.sink, self.left = sink, n
+
+    def send(self, topic: str, key: bytes | None, value: bytes, headers: Any = ()) -> None:
+        if self.left == 0:
+            raise InfraError("killed half-way")
+        self.left -= 1
+        self.sink.send(topic, key, value, headers)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        self.sink.flush(timeout)
+
+
+def _read_topics(bootstrap_servers: str, topics: list[str]) -> list[tuple[str, bytes]]:
+    """Every committed record of ``topics`` as (topic, value), read to the end with one consumer."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    metadata = admin.list_topics(timeout=10).topics
+    parts = [TopicPartition(t, p) for t in topics if t in metadata for p in metadata[t].partitions]
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "eo8-reader",
+                         "enable.auto.commit": False, "isolation.level": "read_committed",
+                         "fetch.wait.max.ms": 20})  # fmt: skip
+    try:
+        ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1]
+                for tp in parts}  # fmt: skip
+        consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in parts])
+        out: list[tuple[str, bytes]] = []
+        deadline = time.monotonic() + 60
+        while any(
+            end > 0 and (p.offset < 0 or p.offset < end)
+            for p in consumer.position(parts)
+            for end in [ends[(p.topic, p.partition)]]
+        ):
+            assert time.monotonic() < deadline, "could not read the delivery topics to the end"
+            out += [(m.topic(), m.value()) for m in consumer.consume(1000, 0.2) if not m.error()]
+        return out
+    finally:
+        consumer.close()
+
+
+def test_eo8_rerun_of_the_exports_publishes_nothing_new(kafka_bootstrap, registry_url, codec,
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    settings = hub_settings(kafka_bootstrap, registry_url, f"t{uuid.uuid4().hex[:10]}.",
+                            tmp_path / "home")  # fmt: skip
+    bootstrap.init(settings)
+    topics = bootstrap.topics(settings)
+    sink = SafeProducer(producer_config(kafka_bootstrap))
+
+    def publisher(connector: Connector, out: Any = sink) -> Publisher:
+        return Publisher(agency=connector.agency, source_system=connector.source_system,
+                         jurisdiction=connector.jurisdiction, codec=codec, sink=out,
+                         topics=topics)  # fmt: skip
+
+    def run_all(ledgers: Path) -> list[Any]:
+        return [run_file(c, path, publisher(c), Ledger(ledgers / f"{c.name}.sqlite"),
+                         quarantine_dir=tmp_path / "quarantine") for c, path in FILES]  # fmt: skip
+
+    with LiveRouter(settings) as live:
+        first = run_all(tmp_path / "ledgers")
+        assert sum(s.events for s in first) == EVENTS
+        assert all(s.rejected == 0 and s.adds_up for s in first)
+        live.wait(EVENTS)
+        delivered_once = live.router.stats.delivered
+
+        again = run_all(tmp_path / "ledgers")  # the ledger: nothing is sent
+        assert [s.events for s in again] == [0] * len(FILES)
+        assert [s.skipped for s in again] == [s.read for s in again]
+
+        lost = run_all(tmp_path / "lost")  # the ledgers lost: everything is sent again
+        assert sum(s.events for s in lost) == EVENTS
+        crash_ledger = Ledger(tmp_path / "crash.sqlite")
+        with pytest.raises(InfraError, match="killed half-way"):
+            run_file(ERI, GOLDEN / "eri" / "registro.csv", publisher(ERI, CrashAfter(sink, 7)),
+                     crash_ledger, quarantine_dir=tmp_path / "quarantine")  # fmt: skip
+        sink.flush()
+        after = run_file(ERI, GOLDEN / "eri" / "registro.csv", publisher(ERI), crash_ledger,
+                         quarantine_dir=tmp_path / "quarantine")  # fmt: skip
+        assert after.events == 14  # nothing of the killed run reached the ledger
+        live.wait(2 * EVENTS + 7 + 14)
+        stats = live.router.stats
+
+    assert stats.duplicates == EVENTS + 7 + 14, stats
+    assert stats.rejected == 0 and stats.delivered == delivered_once, stats
+    audiences = bootstrap.agreements(codec.catalogue).audiences()
+    deliveries = Counter()
+    for topic, value in _read_topics(kafka_bootstrap, [topics.deliver(a) for a in audiences]):
+        record = codec.decode(value)[1]
+        deliveries[(record["envelope"]["event_id"], topic)] += 1
+    assert deliveries and max(deliveries.values()) == 1
+    assert sum(deliveries.values()) == delivered_once
+    delivered_to = {topic for _, topic in deliveries}
+    for audience in ("probation_crc", "safety_house", "nl_police", "nl_health", "eri",
+                     "it_social_services", "mals"):  # fmt: skip
+        assert topics.deliver(audience) in delivered_to, audience
+    dlqs = {topics.dlq(c.agency) for c, _ in FILES}
+    assert _read_topics(kafka_bootstrap, sorted(dlqs)) == []
