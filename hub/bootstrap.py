@@ -184,8 +184,9 @@ def build_router(s: Settings, slot: int = 0):  # type: ignore[no-untyped-def]
         keys=PseudonymKeys(pseudonym_master(s)),
         seen=seen,
         config=RouterConfig(
-            slot=slot, batch_size=s.router.batch_size, storm_threshold=s.router.storm_threshold
-        ),
+            slot=slot, batch_size=s.router.batch_size, storm_threshold=s.router.storm_threshold,
+            max_record_bytes=s.router.max_record_bytes,
+        ),  # fmt: skip
         state_transaction=state.transaction,
         fields=field_crypto(s, cat),
     )
@@ -197,7 +198,7 @@ def build_router(s: Settings, slot: int = 0):  # type: ignore[no-untyped-def]
         subscribe=[pattern],
         transaction_timeout_ms=s.router.transaction_timeout_ms,
         consumer_extra={"session.timeout.ms": s.router.session_timeout_ms, **security_config()},
-        producer_extra=security_config(),
+        producer_extra={"message.max.bytes": s.router.max_record_bytes, **security_config()},
     )
     return router, bus
 

@@ -40,6 +40,9 @@ log = structlog.get_logger(__name__)
 # The largest DLQ record (value, key and headers) the router writes as a copy: below the
 # router producer's message.max.bytes (librdkafka's default, 1,000,000) and the broker's.
 DLQ_RECORD_MAX = 900_000
+# What librdkafka adds to value, key and headers when it checks a record against
+# message.max.bytes (record framing and varints; generously rounded up).
+RECORD_OVERHEAD = 256
 RETRACTION_NAMESPACE = uuid.UUID("0b7f0a53-6f7e-4d0e-9d7c-1f3c2a9e5b11")
 HUB_AGENCY = "hub"
 
@@ -86,6 +89,7 @@ class RouterStats:
     batches: int = 0
     aborted: int = 0
     storms: int = 0
+    undeliverable: int = 0  # deliveries too large to produce, sent to the DLQ instead
     reasons: dict[str, int] = field(default_factory=dict)
 
 
@@ -115,6 +119,8 @@ class RouterConfig:
     poll_timeout_s: float = 0.2
     storm_threshold: int = 100
     max_future_skew: dt.timedelta = dt.timedelta(hours=1)
+    # the router producer's message.max.bytes: a larger record would abort every attempt
+    max_record_bytes: int = 1_000_000
 
 
 class Router:
@@ -148,6 +154,7 @@ class Router:
         self._consecutive_bad: dict[tuple[str, int], int] = {}
         self._issued: set[tuple[str, str]] = set()  # (agency, pseudonym) recorded in the state
         self.attempt = ""
+        self._record: Any = None  # the input record being processed (for DLQ headers)
 
     # -- the loop --------------------------------------------------------------------------
     def startup_entries(self) -> list[OutRecord]:
@@ -239,6 +246,7 @@ class Router:
     # -- one record ------------------------------------------------------------------------
     def process(self, record: Any) -> list[OutRecord]:
         self.stats.received += 1
+        self._record = record
         agency = self.topics.agency_of_ingest(record.topic)
         position = (record.topic, record.partition)
         try:
@@ -414,20 +422,22 @@ class Router:
             if issued not in self._issued:
                 self.state.record_pseudonym(*issued, subject)
                 self._issued.add(issued)
-        value = self.codec.encode(delivered)
+        value = self.codec.encode_derived(delivered, event)
         envelope = event["envelope"]
-        clause = decision.clause_ids[0] if decision.clause_ids else ""
-        self.state.record_delivery(
-            envelope["event_id"], decision.audience, subject, clause,
-            decision.consent_based, decision.consent_scope,
-        )  # fmt: skip
-        self.stats.delivered += 1
         out = OutRecord(
             topic=self.topics.deliver(decision.audience),
             key=delivered["envelope"]["subject"]["local_id"].encode(),
             value=value,
             headers=(*self._headers(envelope["event_type"]), *sealed),
         )
+        if _wire_size(out) > self.config.max_record_bytes:
+            return self._undeliverable(event, decision, out, subject_ref)
+        clause = decision.clause_ids[0] if decision.clause_ids else ""
+        self.state.record_delivery(
+            envelope["event_id"], decision.audience, subject, clause,
+            decision.consent_based, decision.consent_scope,
+        )  # fmt: skip
+        self.stats.delivered += 1
         entry = AuditEntry(
             entry_id=make_entry_id("delivered", envelope["event_id"], decision.audience),
             kind="delivered",
@@ -579,7 +589,7 @@ class Router:
         original_hash = payload_hash(value)
         key = record.key
         size = len(value) + len(key or b"") + sum(len(k) + len(v) for k, v in headers)
-        if size > DLQ_RECORD_MAX:
+        if size > DLQ_RECORD_MAX or size + RECORD_OVERHEAD > self.config.max_record_bytes:
             # Too big to copy: the producer (and the broker) would refuse it, and the batch would
             # abort and be re-read forever. The DLQ record names the original instead, which
             # stays on the ingest topic at hub.error.topic/partition/offset.
@@ -611,6 +621,70 @@ class Router:
             OutRecord(dlq_topic, key, value, tuple(headers)),
             self._audit_record(entry),
         ]
+
+    def _undeliverable(
+        self, event: Mapping[str, Any], decision: Decision, out: OutRecord, subject_ref: str
+    ) -> list[OutRecord]:
+        """A permitted delivery too large for the producer (a transform can enlarge an event:
+        pseudonyms are 64 characters): the producer would refuse it, and every attempt of the
+        batch would abort and be read again. It goes to the source agency's DLQ instead, named
+        by its size and hash (its bytes are not copied), with a ``rejected`` audit entry; the
+        event's other deliveries go ahead, and nothing records it as delivered."""
+        envelope = event["envelope"]
+        record = self._record
+        size, digest = _wire_size(out), payload_hash(out.value)
+        reason = "delivery_oversize"
+        message = (
+            f"the delivery of {envelope['event_id']} to {decision.audience} is {size} bytes, "
+            f"over the router producer's limit of {self.config.max_record_bytes}"
+        )
+        self.stats.undeliverable += 1
+        self.stats.reasons[reason] = self.stats.reasons.get(reason, 0) + 1
+        log.error(
+            "delivery_oversize", topic=record.topic, partition=record.partition,
+            offset=record.offset, audience=decision.audience, size=size,
+        )  # fmt: skip
+        dlq_topic = self.topics.dlq(envelope["source_agency"])
+        headers = (
+            ("hub.error.reason", reason.encode()),
+            ("hub.error.class", b"Rejected"),
+            ("hub.error.message", message.encode()),
+            ("hub.error.topic", record.topic.encode()),
+            ("hub.error.partition", str(record.partition).encode()),
+            ("hub.error.offset", str(record.offset).encode()),
+            ("hub.error.event_id", envelope["event_id"].encode()),
+            ("hub.error.audience", decision.audience.encode()),
+            ("hub.error.value_bytes", str(size).encode()),
+            ("hub.error.value_sha256", digest.encode()),
+            *self._headers(None),
+        )
+        key = record.key if record.key is None or len(record.key) <= 1024 else None
+        entry = AuditEntry(
+            entry_id=make_entry_id("rejected", envelope["event_id"], decision.audience, reason),
+            kind="rejected",
+            at=self.clock(),
+            component="router",
+            outcome="error",
+            actor=f"hub-router-{self.config.slot}",
+            subject_ref=subject_ref,
+            event_id=envelope["event_id"],
+            event_type=envelope["event_type"],
+            source_agency=envelope["source_agency"],
+            audience=decision.audience,
+            agreement_id=decision.agreement_id,
+            agreement_version=decision.agreement_version,
+            clause_ids=tuple(decision.clause_ids),
+            reason=reason,
+            payload_hash=digest,
+            details={
+                "topic": record.topic,
+                "partition": str(record.partition),
+                "offset": str(record.offset),
+                "dlq": dlq_topic,
+                "bytes": str(size),
+            },
+        )
+        return [OutRecord(dlq_topic, key, b"", headers), self._audit_record(entry)]
 
     def _storm_entry(self, storm: DlqStorm) -> OutRecord:
         entry = AuditEntry(
@@ -694,6 +768,12 @@ def _audit_text(text: str, limit: int = TEXT_MAX) -> str:
     """Partner free text (a correction reason) made acceptable to an audit entry: no NUL, at
     most ``limit`` characters."""
     return text.replace("\x00", "\\x00")[:limit]
+
+
+def _wire_size(record: OutRecord) -> int:
+    """The size librdkafka checks against message.max.bytes, at most."""
+    headers = sum(len(k) + len(v) for k, v in record.headers)
+    return len(record.value) + len(record.key or b"") + headers + RECORD_OVERHEAD
 
 
 def _treatments(decision: Decision) -> dict[str, str]:

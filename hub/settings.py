@@ -74,6 +74,8 @@ class RouterSettings(BaseModel):
     batch_size: int = 500
     storm_threshold: int = 100
     session_timeout_ms: int = 10_000
+    # the router producer's message.max.bytes; a larger delivery goes to the DLQ instead
+    max_record_bytes: int = Field(default=1_000_000, ge=4_096, le=1_000_000)
 
 
 class Settings(BaseSettings):

@@ -19,6 +19,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    bindparam,
     insert,
     select,
 )
@@ -36,6 +37,11 @@ router_events = Table(
     Column("kafka_partition", Integer, nullable=False),
     Column("kafka_offset", BigInteger, nullable=False),
 )
+_GET = select(
+    router_events.c.content_hash, router_events.c.topic,
+    router_events.c.kafka_partition, router_events.c.kafka_offset,
+).where(router_events.c.event_id == bindparam("event_id"))  # fmt: skip
+_PUT = insert(router_events)
 
 
 def create_router_tables(engine: Engine) -> None:
@@ -51,6 +57,8 @@ class SqlSeenEvents:
         self.engine = engine
         self._shared = connection
         self._conn: Connection | None = None
+        # the id get() last found absent, on which connection: put() then needs no second look
+        self._absent: tuple[Connection, str] | None = None
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -65,25 +73,21 @@ class SqlSeenEvents:
 
     def get(self, event_id: str) -> tuple[str, str, int, int] | None:
         conn = self._connection()
-        row = conn.execute(
-            select(
-                router_events.c.content_hash, router_events.c.topic,
-                router_events.c.kafka_partition, router_events.c.kafka_offset,
-            ).where(router_events.c.event_id == event_id)
-        ).first()  # fmt: skip
+        row = conn.execute(_GET, {"event_id": event_id}).first()
+        self._absent = (conn, event_id) if row is None else None
         return None if row is None else (row[0], row[1], int(row[2]), int(row[3]))
 
     def put(
         self, event_id: str, content_hash: str, topic: str, partition: int, offset: int
     ) -> None:
-        if self.get(event_id) is not None:
+        conn = self._connection()
+        if self._absent != (conn, event_id) and self.get(event_id) is not None:
             return
-        self._connection().execute(
-            insert(router_events).values(
-                event_id=event_id, content_hash=content_hash, topic=topic,
-                kafka_partition=partition, kafka_offset=offset,
-            )
-        )  # fmt: skip
+        self._absent = None
+        conn.execute(_PUT, {
+            "event_id": event_id, "content_hash": content_hash, "topic": topic,
+            "kafka_partition": partition, "kafka_offset": offset,
+        })  # fmt: skip
 
     def _connection(self) -> Connection:
         if self._shared is not None:

@@ -20,7 +20,6 @@ Field rules:
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import decimal
 import hashlib
@@ -159,12 +158,22 @@ def _transform(value: Any, item: PlanItem, ctx: _Ctx) -> Any:
         return _container(value, item.children, ctx)
     rule = item.rule
     if rule == "keep":
-        return copy.deepcopy(value)
+        return _copy(value)
     if rule == "summarise":
         return _summarise(value, item)
     if node.is_array:
         return [_scalar(rule, v, item, ctx) for v in value]
     return _scalar(rule, value, item, ctx)
+
+
+def _copy(value: Any) -> Any:
+    """A copy of a decoded Avro value: its records and arrays are new, its leaves (text, numbers,
+    dates, bytes) are immutable and shared. Several times faster than ``copy.deepcopy``."""
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
 
 
 def _container(value: Any, children: tuple[tuple[str, PlanItem], ...], ctx: _Ctx) -> Any:
@@ -237,9 +246,7 @@ def _summarise(value: Any, item: PlanItem) -> Any:
     keep = set(spec.keep)
 
     def one(v: Mapping[str, Any]) -> dict[str, Any]:
-        return {
-            name: (copy.deepcopy(v.get(name)) if name in keep else None) for name in node.children
-        }
+        return {name: (_copy(v.get(name)) if name in keep else None) for name in node.children}
 
     if node.is_array:
         return [one(v) for v in value if v is not None and _matches(v, spec)]
