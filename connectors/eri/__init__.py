@@ -156,18 +156,23 @@ def codice_fiscale(row: Row, born: dt.date | None) -> str | None:
         return None
     cf = value.replace(" ", "").upper()
     if not _CF.match(cf):
-        return row.error("codice_fiscale", f"{value!r} is not a codice fiscale "
-                         "(16 characters, e.g. RSSMRA85T10A562S)")  # fmt: skip
+        row.error("codice_fiscale", f"{value!r} is not a codice fiscale "
+                  "(16 characters, e.g. RSSMRA85T10A562S)")  # fmt: skip
+        return None
     if check_character(cf[:15]) != cf[15]:
-        return row.error("codice_fiscale", f"{value!r}: the check character should be "
-                         f"{check_character(cf[:15])}")  # fmt: skip
+        row.error("codice_fiscale", f"{value!r}: the check character should be "
+                  f"{check_character(cf[:15])}")  # fmt: skip
+        return None
     if born is not None:
         year = int(cf[6:8].translate(_OMOCODIA))
         month = _MONTHS.index(cf[8]) + 1
         day = int(cf[9:11].translate(_OMOCODIA)) % 40
         if (year, month, day) != (born.year % 100, born.month, born.day):
-            row.error("codice_fiscale", f"{value!r} does not match data_di_nascita "
-                      f"{born:%d/%m/%Y} (it is another person's, or one of the two is wrong)")
+            row.error(
+                "codice_fiscale",
+                f"{value!r} does not match data_di_nascita "
+                f"{born:%d/%m/%Y} (it is another person's, or one of the two is wrong)",
+            )
             return None
     return cf
 
@@ -184,7 +189,8 @@ def _minutes(row: Row, key: str) -> int | None:
         if not hours.is_finite() or not 0 < hours <= 24:
             raise decimal.InvalidOperation
     except decimal.InvalidOperation:
-        return row.error(key, f"{value!r} is not a number of hours (e.g. 4 or 3,5)")
+        row.error(key, f"{value!r} is not a number of hours (e.g. 4 or 3,5)")
+        return None
     return int((hours * 60).to_integral_value(decimal.ROUND_HALF_UP))
 
 

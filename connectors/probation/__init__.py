@@ -139,6 +139,16 @@ def _list(row: Row, key: str, required: bool = False) -> list[Any]:
     return value
 
 
+def _texts(row: Row, key: str) -> list[str]:
+    out = []
+    for i, item in enumerate(_list(row, key)):
+        if not isinstance(item, str) or not item.strip() or len(item) > 200:
+            row.error(f"{key}[{i}]", f"expected a name of at most 200 characters, got {item!r:.40}")
+        else:
+            out.append(item.strip())
+    return out
+
+
 def _code_list(row: Row, key: str, codes: Mapping[str, str]) -> list[str]:
     out = []
     for i, item in enumerate(_list(row, key)):
@@ -185,7 +195,7 @@ def _conditions(row: Row, key: str, required: bool) -> list[dict[str, Any]]:
                 "kind": place.code("kind", ADDRESS_KINDS),
             }
             _merge(sub, place, "resideAt")
-        associates = [str(a) for a in _list(sub, "namedAssociates")]
+        associates = _texts(sub, "namedAssociates")
         out.append({
             "condition_id": sub.text("conditionId", required=True, max_len=40),
             "condition_type": sub.code("type", CONDITION_TYPES, required=True),
@@ -233,7 +243,7 @@ def _payload(row: Row, event_type: str) -> tuple[str, Any, dict[str, Any]] | Non
         }  # fmt: skip
     if event_type == "LICENCE_CONDITIONS_VARIED":
         day = row.date("variedOn", required=True)
-        removed = [str(c) for c in _list(row, "removedConditionIds")]
+        removed = _texts(row, "removedConditionIds")
         return "licence.conditions_varied", day, {
             "varied_on": day, "conditions": _conditions(row, "conditions", required=True),
             "removed_condition_ids": removed or None, "reason": row.text("reason", max_len=500),
