@@ -7,8 +7,12 @@ import datetime as dt
 import decimal
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from connectors.framework import Connector, Ledger, MemorySink, Summary, run_file
 from hub.publisher import Publisher
@@ -75,3 +79,27 @@ def check_golden(records: list[dict[str, Any]], expected: Path) -> None:
 
 def counts(summary: Summary) -> tuple[int, int, int, int]:
     return summary.read, summary.published, summary.rejected, summary.skipped
+
+
+def read_topics(bootstrap_servers: str, topics: list[str]) -> list[tuple[str, bytes]]:
+    """Every committed record of ``topics`` (those that exist) as (topic, value), read to the
+    end with one read_committed consumer."""
+    metadata = AdminClient({"bootstrap.servers": bootstrap_servers}).list_topics(timeout=10)
+    parts = [TopicPartition(t, p) for t in topics if t in metadata.topics
+             for p in metadata.topics[t].partitions]  # fmt: skip
+    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "connector-tests",
+                         "enable.auto.commit": False, "isolation.level": "read_committed",
+                         "fetch.wait.max.ms": 20})  # fmt: skip
+    try:
+        ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1]
+                for tp in parts}  # fmt: skip
+        consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in parts])
+        out: list[tuple[str, bytes]] = []
+        deadline = time.monotonic() + 60
+        while any(0 < ends[(p.topic, p.partition)] and not 0 <= ends[(p.topic, p.partition)]
+                  <= p.offset for p in consumer.position(parts)):  # fmt: skip
+            assert time.monotonic() < deadline, f"could not read {topics} to the end"
+            out += [(m.topic(), m.value()) for m in consumer.consume(1000, 0.2) if not m.error()]
+        return out
+    finally:
+        consumer.close()
