@@ -5,6 +5,11 @@ ingest topics; one router runs for the whole scenario; after each step the deliv
 read with read_committed and every `check` is asserted on what was really delivered: who got the
 event, under which clause, which fields arrived, which never did (in the bytes on the topic), the
 subject's id, and for `reject` the DLQ record with its reason.
+
+For S1 and S7 the audit materialiser then appends `hub.audit` to the hash chain, and each
+person's disclosure report must list exactly the deliveries and withheld fields that the policy
+engine decided (tests/integration/audit_oracle.py), agree with every `check` of the scenario, and
+pass `hub audit verify`.
 """
 
 from __future__ import annotations
@@ -16,12 +21,20 @@ import pytest
 import yaml
 
 from hub import bootstrap
+from hub.adapters.audit_consumer import run_materialiser
+from hub.adapters.audit_store import open_audit_store
+from hub.audit import reports
+from hub.audit.checkpoint import load_signer
+from hub.audit.commands import default_public_key, verify_trail
+from hub.policy import PseudonymKeys
 from tests.golden.policy.builder import EventBuilder, value_at
 from tests.hubtest import LiveRouter, TopicTail, hub_settings, publish, read_all
+from tests.integration.audit_oracle import disclosure_oracle, reported
 from tests.unit.test_policy_golden import _norm
 
 pytestmark = pytest.mark.kafka
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "policy"
+DISCLOSURE_REPORTED = ("s01_short_sentence_release", "s07_consent_withdrawn")
 
 
 def _scenarios() -> list[Any]:
@@ -39,6 +52,7 @@ def test_scenario_through_the_broker(path: Path, kafka_bootstrap, registry_url, 
     builder = EventBuilder(codec.catalogue, jurisdictions, doc.get("people"), namespace=path.stem)
     events = {name: builder.build(name, spec) for name, spec in doc["events"].items()}
     published: set[str] = set()
+    order: list[str] = []
     tails: dict[str, TopicTail] = {}
     with LiveRouter(settings) as live:
         for step in doc["steps"]:
@@ -48,11 +62,47 @@ def test_scenario_through_the_broker(path: Path, kafka_bootstrap, registry_url, 
                 # different topics, and a scenario's order is part of its meaning
                 publish(settings, codec, [events[name]])
                 published.add(name)
+                order.append(name)
                 live.wait(len(published))
             if "check" in step:
                 _check(step, events[step["check"]], settings, codec, tails)
     for tail in tails.values():
         tail.close()
+    if path.stem in DISCLOSURE_REPORTED:
+        _check_disclosure_reports(doc, events, order, settings, codec, agreements)
+
+
+def _check_disclosure_reports(doc, events, order, settings, codec, agreements) -> None:  # type: ignore[no-untyped-def]
+    """The issue's end-to-end audit test: materialise the trail, then each person's disclosure
+    report lists exactly what the policy engine delivered and withheld, and every `check`."""
+    store = open_audit_store(settings.hub_database_url)
+    run_materialiser(
+        bootstrap=settings.bootstrap_servers, topic=bootstrap.topics(settings).audit, store=store,
+        signer=load_signer(bootstrap.keys_dir(settings)), should_stop=lambda: False,
+        idle_stop_s=1.0,
+    )  # fmt: skip
+    keys = PseudonymKeys(bootstrap.pseudonym_master(settings))
+    expected = disclosure_oracle([events[n] for n in order], codec.catalogue, agreements, keys)
+    assert expected, "the scenario delivered nothing"
+    got = {ref: reported(reports.disclosure_report(store, ref)) for ref in expected}
+    assert got == expected
+    delivered = {key: fields for per_subject in got.values() for key, fields in per_subject.items()}
+    for step in doc["steps"]:
+        if "check" not in step:
+            continue
+        event_id = events[step["check"]]["envelope"]["event_id"]
+        for audience in step.get("audiences") or [step["audience"]]:
+            where = f"{step['check']} -> {audience}"
+            if step["expect"]["effect"] != "permit":
+                assert (event_id, audience) not in delivered, f"{where}: in the report"
+                continue
+            assert (event_id, audience) in delivered, f"{where}: not in the report"
+            shared, withheld = delivered[(event_id, audience)]
+            assert set(step["expect"].get("withheld", [])) <= withheld, where
+            assert not set(step["expect"].get("kept", [])) & withheld, where
+    report = verify_trail(store, [default_public_key(settings.home)])
+    assert report.ok and report.size == store.head()[0], report
+    store.close()
 
 
 def _delivered(
