@@ -53,7 +53,7 @@ from typing import Any, Protocol
 import structlog
 
 from hub.domain.errors import InputError, ValidationError
-from hub.publisher import Publisher
+from hub.publisher import Publisher, RecordSink
 from hub.serde import wire
 
 log = structlog.get_logger(__name__)
@@ -273,8 +273,9 @@ class JsonReader:
                 pos = skip(end)
                 continue
             if self.items and isinstance(doc, dict) and isinstance(doc.get(self.items), list):
-                for item in doc[self.items]:
-                    yield self._record(name, line_of(pos), item)
+                starts = _item_starts(text, pos, self.items, decoder)
+                for i, item in enumerate(doc[self.items]):
+                    yield self._record(name, line_of(starts[i] if starts else pos), item)
             else:
                 yield self._record(name, line_of(pos), doc, text[pos:end])
             pos = skip(end)
@@ -327,6 +328,35 @@ class JsonReader:
         if not isinstance(doc, dict):
             return Record(name, line, raw, None, f"a {type(doc).__name__}, not a JSON object")
         return Record(name, line, raw, doc)
+
+
+def _item_starts(text: str, pos: int, key: str, decoder: json.JSONDecoder) -> list[int] | None:
+    """Where each item of the list under ``key`` starts, in the valid JSON object at ``pos``
+    (so that a rejected item is reported at its own line, not the object's); None if not found."""
+    ws = " \t\r\n"
+
+    def skip(p: int, chars: str = ws) -> int:
+        while p < len(text) and text[p] in chars:
+            p += 1
+        return p
+
+    starts: list[int] | None = None
+    p = skip(pos) + 1  # past "{"
+    while True:
+        p = skip(p, ws + ",")
+        if p >= len(text) or text[p] == "}":
+            return starts
+        name, p = decoder.raw_decode(text, p)
+        p = skip(skip(p) + 1)  # past ":"
+        if name == key and text.startswith("[", p):
+            starts, p = [], skip(p + 1)
+            while not text.startswith("]", p):
+                starts.append(p)
+                _, p = decoder.raw_decode(text, p)
+                p = skip(p, ws + ",")
+            p += 1
+        else:
+            _, p = decoder.raw_decode(text, p)
 
 
 # -- one row --------------------------------------------------------------------------------
@@ -1075,9 +1105,14 @@ def default_progress() -> tuple[ProgressFn, Callable[[], None]]:
 
 
 def build_publisher(
-    connector: Connector, bootstrap: str, registry_url: str, topic_prefix: str = ""
+    connector: Connector,
+    bootstrap: str,
+    registry_url: str,
+    topic_prefix: str = "",
+    sink: RecordSink | None = None,
 ) -> Publisher:
-    """A Publisher on the real broker and registry for ``connector``."""
+    """A Publisher on the real broker and registry for ``connector`` (or on ``sink``, e.g. a
+    :class:`MemorySink` for a dry run)."""
     from hub.adapters.kafka import SafeProducer, producer_config
     from hub.adapters.schema_registry import HttpSchemaRegistry
     from hub.serde.catalogue import Catalogue
@@ -1089,7 +1124,7 @@ def build_publisher(
         source_system=connector.source_system,
         jurisdiction=connector.jurisdiction,
         codec=AvroCodec(Catalogue.load(), HttpSchemaRegistry(registry_url)),
-        sink=SafeProducer(producer_config(bootstrap)),
+        sink=sink or SafeProducer(producer_config(bootstrap)),
         topics=Topics(topic_prefix),
     )
 
