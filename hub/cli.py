@@ -996,10 +996,8 @@ def _file_connector_command(name: str):  # type: ignore[no-untyped-def]
         s = bootstrap.settings()
         spec = _connector(name)
         publisher = build_publisher(spec, s.bootstrap_servers, s.schema_registry_url,
-                                    s.topic_prefix)  # fmt: skip
+                                    s.topic_prefix, MemorySink() if dry_run else None)  # fmt: skip
         state = default_state_dir(s.home, spec)
-        if dry_run:
-            publisher.sink = MemorySink()
         book = Ledger(":memory:" if dry_run else ledger or state / "ledger.sqlite")
         try:
             if watch:
