@@ -592,6 +592,23 @@ class Connector:
     correction_reason: str = "other"
     description: str = ""
 
+    def run(
+        self,
+        path: str | Path,
+        publisher: Publisher,
+        ledger: Ledger | str | Path | None = None,
+        **options: Any,
+    ) -> Summary:
+        """Publish one input file (``run_file``; ``options``: ``quarantine_dir``, ``encoding``,
+        ``progress``). ``ledger``: a Ledger or its path; None keeps one in memory for this run
+        only (a re-run then re-sends, and the router drops the duplicates)."""
+        book = ledger if isinstance(ledger, Ledger) else Ledger(ledger or ":memory:")
+        try:
+            return run_file(self, path, publisher, book, **options)
+        finally:
+            if book is not ledger:
+                book.close()
+
 
 # -- the ledger -----------------------------------------------------------------------------
 
