@@ -130,8 +130,39 @@ deliveries = Table(
 
 # The router's hot statements, built once: building a SQLAlchemy statement costs several times
 # executing a cached one (PERFORMANCE: ~70 µs against ~15 µs per look-up on SQLite).
-_POSITION = select(applied.c.seq).where(applied.c.event_id == bindparam("event_id"))
-_APPLY = insert(applied)
+class HotStatement:
+    """A statement the router runs once or twice per event, compiled once per dialect and run
+    on the DBAPI cursor of the caller's connection (so inside its transaction): SQLAlchemy's
+    own work per execute (~15 µs) is several times the driver's (~3 µs). Rows are plain
+    tuples; driver errors become ``InfraError``."""
+
+    def __init__(self, statement: Any, keys: Sequence[str]) -> None:
+        self.statement = statement
+        self.keys = tuple(keys)
+        self._compiled: dict[str, tuple[str, tuple[str, ...] | None]] = {}
+
+    def __call__(self, conn: Connection, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        dialect = conn.dialect
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            done = self.statement.compile(dialect=dialect, column_keys=list(self.keys))
+            order = tuple(done.positiontup or ()) if done.positional else None
+            compiled = self._compiled[dialect.name] = (done.string, order)
+        sql, order = compiled
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(sql, tuple(params[k] for k in order) if order is not None else params)
+            return list(cursor.fetchall()) if cursor.description else []
+        except dialect.loaded_dbapi.Error as exc:
+            raise InfraError(f"{sql.split()[0]} failed: {exc}") from exc
+        finally:
+            cursor.close()
+
+
+_POSITION = HotStatement(
+    select(applied.c.seq).where(applied.c.event_id == bindparam("event_id")), ["event_id"]
+)
+_APPLY = HotStatement(insert(applied).returning(applied.c.seq), ["event_id", "event_type"])
 _LINKS = select(links.c.link_key, links.c.subject).where(
     links.c.link_key.in_(bindparam("keys", expanding=True))
 )
@@ -269,10 +300,7 @@ class SqlPolicyState(StateLogic):
         # Two routers applying the same event at once: the second insert violates the unique
         # event_id, its transaction fails (InfraError) and the batch is retried. No savepoint:
         # on SQLite a SAVEPOINT outside BEGIN commits on release.
-        result = conn.execute(_APPLY, {"event_id": event_id, "event_type": event_type})
-        key = result.inserted_primary_key
-        assert key is not None
-        seq = int(key[0])
+        ((seq,),) = _APPLY(conn, {"event_id": event_id, "event_type": event_type})
         self._positions[event_id] = seq
         return seq
 
@@ -280,7 +308,8 @@ class SqlPolicyState(StateLogic):
         if event_id in self._positions:
             return self._positions[event_id]
         with self._connection() as conn:
-            seq = conn.execute(_POSITION, {"event_id": event_id}).scalar_one_or_none()
+            rows = _POSITION(conn, {"event_id": event_id})
+        seq = rows[0][0] if rows else None
         if seq is not None and self._conn is not None:
             self._positions[event_id] = seq
         return seq

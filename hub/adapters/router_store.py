@@ -25,6 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import SQLAlchemyError
 
+from hub.adapters.policy_store import HotStatement
 from hub.domain.errors import InfraError
 
 metadata = MetaData()
@@ -37,11 +38,11 @@ router_events = Table(
     Column("kafka_partition", Integer, nullable=False),
     Column("kafka_offset", BigInteger, nullable=False),
 )
-_GET = select(
+_GET = HotStatement(select(
     router_events.c.content_hash, router_events.c.topic,
     router_events.c.kafka_partition, router_events.c.kafka_offset,
-).where(router_events.c.event_id == bindparam("event_id"))  # fmt: skip
-_PUT = insert(router_events)
+).where(router_events.c.event_id == bindparam("event_id")), ["event_id"])  # fmt: skip
+_PUT = HotStatement(insert(router_events), [c.name for c in router_events.columns])
 
 
 def create_router_tables(engine: Engine) -> None:
@@ -73,7 +74,8 @@ class SqlSeenEvents:
 
     def get(self, event_id: str) -> tuple[str, str, int, int] | None:
         conn = self._connection()
-        row = conn.execute(_GET, {"event_id": event_id}).first()
+        rows = _GET(conn, {"event_id": event_id})
+        row = rows[0] if rows else None
         self._absent = (conn, event_id) if row is None else None
         return None if row is None else (row[0], row[1], int(row[2]), int(row[3]))
 
@@ -84,7 +86,7 @@ class SqlSeenEvents:
         if self._absent != (conn, event_id) and self.get(event_id) is not None:
             return
         self._absent = None
-        conn.execute(_PUT, {
+        _PUT(conn, {
             "event_id": event_id, "content_hash": content_hash, "topic": topic,
             "kafka_partition": partition, "kafka_offset": offset,
         })  # fmt: skip
