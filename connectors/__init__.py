@@ -21,6 +21,7 @@ PARTNERS: dict[str, str] = {
     "probation-nps": "connectors.probation:NPS",
     "safety-house": "connectors.safety_house:SAFETY_HOUSE",
     "hague-municipality": "connectors.safety_house:MUNICIPALITY",
+    "hague-aftercare": "connectors.safety_house:AFTERCARE",
     "eri": "connectors.eri:CONNECTOR",
     "template": "connectors._template:CONNECTOR",
 }

@@ -1,5 +1,6 @@
-"""Safety House Haaglanden (Veiligheidshuis): JSON with Dutch field names -> ``ingest.safety_house``
-(and the Mayor's orders -> ``ingest.hague_municipality``).
+"""Safety House Haaglanden (Veiligheidshuis): JSON with Dutch keys -> ``ingest.safety_house``, and
+the parts of the same export that other Hague partners own: the Mayor's orders ->
+``ingest.hague_municipality``, the Aftercare Team's registrations -> ``ingest.hague_aftercare``.
 
 The Safety House's case system exports ``{"registraties": [...]}`` (or JSON lines): one document
 per registration, its kind in ``soort``, its own number in ``registratienummer``, the person's
@@ -14,13 +15,16 @@ file in ``dossiernummer``. ``MAPPING.md`` has every key and code.
 | ``voortgangsoverleg`` (review) | ``sh.review_held`` | ``safety-house`` |
 | ``balans`` (stock-take) | ``sh.stock_take`` | ``safety-house`` |
 | ``burgemeestersmaatregel`` (mayoral order) | ``mayor.order_issued`` | ``hague-municipality`` |
+| ``nazorg_bezoek`` (prison visit) | ``aftercare.prison_visit`` | ``hague-aftercare`` |
+| ``nazorg_ondersteuning`` (support) | ``aftercare.release_support_given`` | ``hague-aftercare`` |
+| ``route_aanvraag``, ``_start``, ``_uitkomst`` | ``route.application``, ``started``, ``outcome`` |
 
-A mayoral order is the Mayor's decision, recorded in the Safety House system by the
-municipality's public order department; the agreements give it to the police only from the
-municipality (``sh-5``). So the same export is run twice: ``safety-house`` publishes everything
-but the orders, ``hague-municipality`` only the orders; each counts the other's records as
-skipped (they stand for none of its events). Dates are ``dd-mm-jjjj`` or ``jjjj-mm-dd``; files
-from Dutch desktops that are not UTF-8 are read as Windows-1252 (said in the summary).
+Each fact is published by the agency that owns it, because the agreements name their sources
+(the police see a Mayor's order only from the municipality, ``sh-5``; the Homelessness Team sees
+the housing route from Aftercare, ``sh-8``). So the same export is run once per part; each part
+counts the others' registrations as skipped (they stand for none of its events). Dates are
+``dd-mm-jjjj`` or ``jjjj-mm-dd``; files from Dutch desktops that are not UTF-8 are read as
+Windows-1252 (said in the summary).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from hub.publisher import Publisher, subject
 ZONE = "Europe/Amsterdam"
 SOURCE_SYSTEM = "veiligheidshuis"
 DATES = ("%d-%m-%Y", "%Y-%m-%d")
+DATETIMES = ("%d-%m-%Y %H:%M", "%d-%m-%Y %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M")
 
 
 def _codes(hub_codes: Iterable[str], **dutch: str) -> dict[str, str]:
@@ -92,9 +97,46 @@ ORDERS = _codes(
     gebiedsverbod="area_ban", locatieverbod="spatial_restraining_order",
     tijdelijk_huisverbod="temporary_domestic_exclusion_order",
 )  # fmt: skip
+AC_AREAS = _codes(
+    ("nl_ac_identity_papers", "nl_ac_accommodation", "nl_ac_income", "nl_ac_debt", "nl_ac_care"),
+    identiteitsbewijs="nl_ac_identity_papers", huisvesting="nl_ac_accommodation",
+    onderdak="nl_ac_accommodation", inkomen="nl_ac_income", schulden="nl_ac_debt",
+    zorg="nl_ac_care",
+)  # fmt: skip
+AC_NEEDS = _codes(
+    ("no_identity_papers", "homeless", "no_income", "debt", "mental_health_support",
+     "physical_health", "drug_dependency", "alcohol_dependency", "employment"),
+    geen_identiteitsbewijs="no_identity_papers", dakloos="homeless", geen_inkomen="no_income",
+    schulden="debt", psychische_zorg="mental_health_support", lichamelijke_zorg="physical_health",
+    drugsverslaving="drug_dependency", alcoholverslaving="alcohol_dependency", werk="employment",
+)  # fmt: skip
+SUPPORT_ITEMS = _codes(
+    ("supermarket_coupons", "debit_card", "travel_coupons", "homelessness_team_referral",
+     "night_shelter_place", "identity_papers_application", "benefits_application"),
+    supermarktbonnen="supermarket_coupons", betaalpas="debit_card", reisbonnen="travel_coupons",
+    ov_bonnen="travel_coupons", doorverwijzing_daklozenteam="homelessness_team_referral",
+    nachtopvang="night_shelter_place", aanvraag_identiteitsbewijs="identity_papers_application",
+    aanvraag_uitkering="benefits_application",
+)  # fmt: skip
+ROUTES = _codes(("housing", "work"), wonen="housing", werk="work")
+ROUTE_OUTCOMES = _codes(
+    ("housed", "job_contract", "trial_position", "training", "ended_without_outcome", "withdrew",
+     "returned_to_prison"),
+    gehuisvest="housed", arbeidscontract="job_contract", proefplaatsing="trial_position",
+    opleiding="training", zonder_resultaat="ended_without_outcome", gestopt="withdrew",
+    terug_in_detentie="returned_to_prison",
+)  # fmt: skip
 MAYORAL = "burgemeestersmaatregel"
-KINDS = ("casusmelding", "screening", "casusoverleg", "plan_van_aanpak", "voortgangsoverleg",
-         "balans", MAYORAL)  # fmt: skip
+SH_KINDS = ("casusmelding", "screening", "casusoverleg", "plan_van_aanpak", "voortgangsoverleg",
+            "balans")  # fmt: skip
+AFTERCARE_KINDS = ("nazorg_bezoek", "nazorg_ondersteuning", "route_aanvraag", "route_start",
+                   "route_uitkomst")  # fmt: skip
+KINDS = (*SH_KINDS, MAYORAL, *AFTERCARE_KINDS)
+PARTS = {  # agency -> the kinds of registration it publishes
+    "safety_house": frozenset(SH_KINDS),
+    "hague_municipality": frozenset({MAYORAL}),
+    "hague_aftercare": frozenset(AFTERCARE_KINDS),
+}
 
 
 def _nested(row: Row, value: Any, prefix: str) -> Row | None:
@@ -178,6 +220,23 @@ def _milestones(row: Row, key: str) -> list[dict[str, Any]]:
     return out
 
 
+def _aftercare_needs(row: Row, key: str) -> list[dict[str, Any]]:
+    out = []
+    for i, value in enumerate(_items(row, key)):
+        sub = _nested(row, value, f"{key}[{i}]")
+        if sub is None:
+            continue
+        out.append({
+            "pathway": sub.code("leefgebied", AC_AREAS, required=True),
+            "need_code": sub.code("probleem", AC_NEEDS),
+            "summary": sub.text("toelichting", max_len=1000),
+            "clinical_detail": None,  # never read: care details stay with the care provider
+            "support_arranged": sub.text("ondersteuning", max_len=1000),
+        })  # fmt: skip
+        _merge(row, sub, f"{key}[{i}]")
+    return out
+
+
 def _event(row: Row, kind: str, case_id: str | None) -> tuple[str, Any, dict[str, Any]] | None:
     """(hub event type, the day of the fact, payload) of one registration."""
     if kind == "casusmelding":
@@ -250,48 +309,89 @@ def _event(row: Row, kind: str, case_id: str | None) -> tuple[str, Any, dict[str
             "extends_order_id": row.text("verlengt", max_len=40),
             "protected_party_ref": row.text("beschermde_partij", max_len=40),
         }  # fmt: skip
+    if kind == "nazorg_bezoek":
+        day = row.date("datum", required=True, formats=DATES)
+        return "aftercare.prison_visit", day, {
+            "visited_on": day, "establishment": row.text("inrichting", required=True, max_len=100),
+            "expected_release_date": row.date("verwachte_vrijlating", formats=DATES),
+            "needs": _aftercare_needs(row, "leefgebieden") or None,
+        }  # fmt: skip
+    if kind == "nazorg_ondersteuning":
+        moment = row.datetime("tijdstip", ZONE, required=True, formats=DATETIMES)
+        items = _codes_of(row, "verstrekt", SUPPORT_ITEMS, required=True)
+        day = moment.date() if moment else None
+        return "aftercare.release_support_given", day, {
+            "given_at": moment, "items": items, "notes": row.text("notities", max_len=2000),
+        }  # fmt: skip
+    if kind in ("route_aanvraag", "route_start", "route_uitkomst"):
+        day = row.date("datum", required=True, formats=DATES)
+        common = {"application_id": row.text("aanvraagnummer", required=True, max_len=40),
+                  "route": row.code("route", ROUTES, required=True)}  # fmt: skip
+        if kind == "route_aanvraag":
+            return "route.application", day, {
+                **common, "applied_on": day, "age_years": row.integer("leeftijd", low=12, high=120),
+                "homeless": row.flag("dakloos"), "on_probation": row.flag("reclassering"),
+                "outstanding_prosecutions": row.flag("openstaande_zaken"),
+            }  # fmt: skip
+        if kind == "route_start":
+            return "route.started", day, {
+                **common, "started_on": day,
+                "planned_end": row.date("geplande_einddatum", formats=DATES),
+                "extends_until": row.date("verlengd_tot", formats=DATES),
+            }  # fmt: skip
+        return "route.outcome", day, {
+            **common, "outcome": row.code("uitkomst", ROUTE_OUTCOMES, required=True),
+            "outcome_on": day,
+        }  # fmt: skip
     row.error("soort", f"{kind!r} is not a known kind of registration (expected "
                        f"{', '.join(KINDS)})")  # fmt: skip
     return None
 
 
-def mapper(orders_only: bool):  # type: ignore[no-untyped-def]
-    """The Safety House's registrations (``orders_only=False``) or only the Mayor's orders."""
+def mapper(agency: str):  # type: ignore[no-untyped-def]
+    """The registrations of one part of the export: ``PARTS[agency]``."""
+    own = PARTS[agency]
 
     def map_row(row: Row) -> Iterator[Emit]:
-        kind = row.text("soort", required=not orders_only, max_len=40)
-        kind = kind.casefold().replace(" ", "_") if kind else None
-        if (kind == MAYORAL) != orders_only:
-            return  # the other connector's registration: skipped here, checked there
+        kind = row.text("soort", required=agency == "safety_house", max_len=40)
+        kind = "_".join(kind.casefold().split()) if kind else None
+        if kind not in own and (kind in KINDS or agency != "safety_house"):
+            return  # another part's registration (or unknown: the Safety House's to reject)
         number = row.text("registratienummer", required=True, max_len=60)
-        file_id = row.text("dossiernummer", required=True, max_len=40)
-        case_id = row.text("casusnummer", required=kind != MAYORAL, max_len=40)
+        aftercare = kind in AFTERCARE_KINDS
+        file_id = row.text("dossiernummer", required=not aftercare, max_len=40)
+        client = row.text("clientnummer", required=aftercare, max_len=40)
+        case_id = row.text("casusnummer", required=kind in SH_KINDS, max_len=40)
         built = _event(row, kind, case_id) if kind else None
-        if row.errors or built is None or number is None or file_id is None:
+        if row.errors or built is None or number is None:
             return
         event_type, day, payload = built
         if event_type == "mayor.order_issued" and payload["valid_until"] < payload["valid_from"]:
             row.error("geldig_tot", f"{payload['valid_until']} is before geldig_van")
             return
+        if aftercare and client:
+            who = subject(client, "aftercare_client_id", sh_file_id=file_id or "")
+        else:
+            who = subject(str(file_id), "sh_file_id")
         yield Emit(
             event_type,
             entity=f"{kind}/{number}",
-            subject=subject(file_id, "sh_file_id"),
-            occurred_at=local_midnight(day, ZONE),
+            subject=who,
+            occurred_at=payload.get("given_at") or local_midnight(day, ZONE),
             payload=payload,
         )
 
     return map_row
 
 
-def _connector(name: str, agency: str, orders_only: bool, description: str) -> Connector:
+def _connector(name: str, agency: str, description: str) -> Connector:
     return Connector(
         name=name,
         agency=agency,
         source_system=SOURCE_SYSTEM,
         jurisdiction="NL",
         reader=JsonReader(items="registraties"),
-        map=mapper(orders_only),
+        map=mapper(agency),
         patterns=("*.json", "*.jsonl"),
         fallback_encoding="cp1252",
         correction_reason="keying_error",
@@ -302,22 +402,26 @@ def _connector(name: str, agency: str, orders_only: bool, description: str) -> C
 SAFETY_HOUSE = _connector(
     "safety-house",
     "safety_house",
-    False,
     "Safety House Haaglanden: cases, screenings, conferences, plans (JSON)",
 )
 MUNICIPALITY = _connector(
     "hague-municipality",
     "hague_municipality",
-    True,
     "The Hague: the Mayor's orders from the Safety House system (JSON)",
 )
-BY_AGENCY = {c.agency: c for c in (SAFETY_HOUSE, MUNICIPALITY)}
+AFTERCARE = _connector(
+    "hague-aftercare",
+    "hague_aftercare",
+    "The Hague Aftercare: prison visits, release support, routes (JSON)",
+)
+BY_AGENCY = {c.agency: c for c in (SAFETY_HOUSE, MUNICIPALITY, AFTERCARE)}
 
 
 def run(path: str | Path, publisher: Publisher, ledger: Ledger | None = None,
         **options: Any) -> Summary:  # fmt: skip
-    """Publish one export with ``publisher``: as ``safety_house`` everything but the Mayor's
-    orders, as ``hague_municipality`` only those. ``options`` go to
+    """Publish one export with ``publisher``: the part of its agency (``PARTS``): as
+    ``safety_house`` the case registrations, as ``hague_municipality`` the Mayor's orders, as
+    ``hague_aftercare`` the Aftercare Team's. ``options`` go to
     :func:`connectors.framework.run_file` (``quarantine_dir``, ``encoding``, ``progress``)."""
     connector = BY_AGENCY.get(publisher.agency)
     if connector is None:

@@ -106,6 +106,7 @@ def test_bad_documents_are_quarantined_naming_file_line_and_field(codec, tmp_pat
     for entry, event in zip(entries, [events[i] for i in (0, 1, 2, 3, 5, 6)], strict=True):
         assert event["eventId"] in entry["raw"]
         assert lines[entry["line"] - 1].strip() == "{"  # the line where the document starts
+        assert event["eventId"] in lines[entry["line"]]
     assert "conditions[1].type: 'SILENCE' is not a known code" in entries[2]["reasons"][0]
     assert all(e["file"] == "export.json" and e["raw"] for e in entries)
 

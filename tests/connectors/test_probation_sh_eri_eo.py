@@ -18,7 +18,7 @@ from confluent_kafka.admin import AdminClient
 from connectors.eri import CONNECTOR as ERI
 from connectors.framework import Connector, Ledger, run_file
 from connectors.probation import CRC, NPS
-from connectors.safety_house import MUNICIPALITY, SAFETY_HOUSE
+from connectors.safety_house import AFTERCARE, MUNICIPALITY, SAFETY_HOUSE
 from hub import bootstrap
 from hub.adapters.kafka import SafeProducer, producer_config
 from hub.domain.errors import InfraError
@@ -33,9 +33,10 @@ FILES: list[tuple[Connector, Path]] = [
     (NPS, GOLDEN / "probation" / "nps-events.jsonl"),
     (SAFETY_HOUSE, GOLDEN / "safety_house" / "registraties.json"),
     (MUNICIPALITY, GOLDEN / "safety_house" / "registraties.json"),
+    (AFTERCARE, GOLDEN / "safety_house" / "registraties.json"),
     (ERI, GOLDEN / "eri" / "registro.csv"),
 ]
-EVENTS = 7 + 2 + 6 + 2 + 14
+EVENTS = 7 + 2 + 6 + 2 + 6 + 14
 
 
 class CrashAfter:
@@ -131,8 +132,8 @@ def test_eo8_rerun_of_the_exports_publishes_nothing_new(kafka_bootstrap, registr
     assert deliveries and max(deliveries.values()) == 1
     assert sum(deliveries.values()) == delivered_once
     delivered_to = {topic for _, topic in deliveries}
-    for audience in ("probation_crc", "safety_house", "nl_police", "nl_health", "eri",
-                     "it_social_services", "mals"):  # fmt: skip
+    for audience in ("probation_crc", "safety_house", "nl_police", "nl_health", "nl_housing",
+                     "eri", "it_social_services", "mals"):  # fmt: skip
         assert topics.deliver(audience) in delivered_to, audience
     dlqs = {topics.dlq(c.agency) for c, _ in FILES}
     assert _read_topics(kafka_bootstrap, sorted(dlqs)) == []

@@ -2,7 +2,7 @@
 cut and doubled lines, lines split in two, extra columns and keys, other encodings, truncation)
 never crash a connector. Each file either fails as a whole with an ``InputError`` naming it, or
 every record read is published, rejected or skipped, and every rejection names the file, line
-and reason. 4 × 100 examples here; ``HUBTEST_TIER=soak`` runs 4 × 2,500."""
+and reason. 5 × 100 examples here; ``HUBTEST_TIER=soak`` runs 5 × 2,500."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from connectors.eri import CONNECTOR as ERI
 from connectors.framework import Connector, Ledger, MemorySink, read_quarantine, run_file
 from connectors.probation import CRC, NPS
-from connectors.safety_house import SAFETY_HOUSE
+from connectors.safety_house import AFTERCARE, SAFETY_HOUSE
 from hub.domain.errors import InputError
 from tests.connectors.support import memory_publisher
 
@@ -26,6 +26,7 @@ SAMPLES = {
     "probation-crc": (CRC, GOLDEN / "probation" / "crc-events.json"),
     "probation-nps": (NPS, GOLDEN / "probation" / "nps-events.jsonl"),
     "safety-house": (SAFETY_HOUSE, GOLDEN / "safety_house" / "registraties.json"),
+    "hague-aftercare": (AFTERCARE, GOLDEN / "safety_house" / "registraties.json"),
     "eri": (ERI, GOLDEN / "eri" / "registro.csv"),
 }
 EXAMPLES = 2_500 if os.environ.get("HUBTEST_TIER") == "soak" else 100

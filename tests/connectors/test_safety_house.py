@@ -15,7 +15,7 @@ import pytest
 
 from connectors import connector
 from connectors.framework import Ledger, read_quarantine
-from connectors.safety_house import MUNICIPALITY, SAFETY_HOUSE, run
+from connectors.safety_house import AFTERCARE, MUNICIPALITY, SAFETY_HOUSE, run
 from hub.domain.errors import InputError
 from tests.connectors.support import check_golden, counts, memory_publisher, run_in_memory
 
@@ -40,7 +40,7 @@ def export(tmp_path: Path) -> Path:
 
 def test_safety_house_registrations_give_the_golden_events(codec, export: Path) -> None:
     summary, records, _ = run_in_memory(connector("safety-house"), export, codec)
-    assert counts(summary) == (8, 6, 0, 2)  # the two mayoral orders are the municipality's
+    assert counts(summary) == (14, 6, 0, 8)  # the Mayor's orders and Aftercare's are not its
     check_golden(records, GOLDEN / "safety_house.expected.json")
     plan = next(r for r in records if r["envelope"]["event_type"] == "sh.action_plan_agreed")
     assert plan["lead_org"] == "nl_health"
@@ -53,7 +53,7 @@ def test_safety_house_registrations_give_the_golden_events(codec, export: Path) 
 
 def test_mayoral_orders_are_published_by_the_municipality(codec, export: Path) -> None:
     summary, records, _ = run_in_memory(connector("hague-municipality"), export, codec)
-    assert counts(summary) == (8, 2, 0, 6)
+    assert counts(summary) == (14, 2, 0, 12)
     check_golden(records, GOLDEN / "hague_municipality.expected.json")
     ban, extension = records
     assert {r["envelope"]["source_agency"] for r in records} == {"hague_municipality"}
@@ -61,10 +61,47 @@ def test_mayoral_orders_are_published_by_the_municipality(codec, export: Path) -
     assert extension["extends_order_id"] == ban["order_id"]
 
 
+def test_aftercare_registrations_give_the_golden_events(codec, export: Path) -> None:
+    """S11: the prison visit with needs in the five areas, support 19 hours after release (within
+    the 72-hour window), two housing-route applications (B is on probation), A's route and its
+    outcome."""
+    summary, records, _ = run_in_memory(connector("hague-aftercare"), export, codec)
+    assert counts(summary) == (14, 6, 0, 8)
+    check_golden(records, GOLDEN / "hague_aftercare.expected.json")
+    visit, support, a, b, started, outcome = records
+    assert [n["pathway"] for n in visit["needs"]] == [
+        "nl_ac_identity_papers", "nl_ac_accommodation", "nl_ac_income", "nl_ac_debt", "nl_ac_care",
+    ]  # fmt: skip
+    assert all(n["clinical_detail"] is None for n in visit["needs"])
+    assert support["given_at"].isoformat() == "2015-03-17T09:30:00+00:00"  # 10:30 in The Hague
+    assert support["envelope"]["occurred_at"] == support["given_at"]
+    assert (a["on_probation"], b["on_probation"]) == (False, True)
+    assert (started["application_id"], outcome["outcome"]) == ("RA-2015-011", "housed")
+    assert visit["envelope"]["subject"]["local_id_scheme"] == "aftercare_client_id"
+    assert visit["envelope"]["subject"]["identifiers"] == [
+        {"scheme": "sh_file_id", "value": "VH-D-5230"}
+    ]
+
+
+def test_bad_aftercare_registrations_are_quarantined(codec, tmp_path: Path) -> None:
+    docs = _docs()
+    docs[9]["tijdstip"] = "gisteren"
+    docs[9]["verstrekt"].append("fiets")
+    del docs[10]["clientnummer"]
+    docs[13]["uitkomst"] = "prima"
+    summary, records, _ = run_in_memory(AFTERCARE, _write(tmp_path / "x.json", docs), codec)
+    assert counts(summary) == (14, 3, 3, 8)
+    entries = read_quarantine(summary.quarantine[0])
+    assert [e["fields"] for e in entries] == [
+        ["tijdstip", "verstrekt[4]"], ["clientnummer"], ["uitkomst"],
+    ]  # fmt: skip
+
+
 def test_python_api_publishes_each_part_with_its_agency(codec, export: Path, tmp_path) -> None:
     sh = run(export, memory_publisher(SAFETY_HOUSE, codec), quarantine_dir=tmp_path / "q")
     orders = run(export, memory_publisher(MUNICIPALITY, codec), quarantine_dir=tmp_path / "q")
-    assert (sh.events, orders.events) == (6, 2)
+    aftercare = run(export, memory_publisher(AFTERCARE, codec), quarantine_dir=tmp_path / "q")
+    assert (sh.events, orders.events, aftercare.events) == (6, 2, 6)
 
 
 def test_bad_registrations_are_quarantined_naming_file_line_and_field(codec, tmp_path) -> None:
@@ -77,7 +114,7 @@ def test_bad_registrations_are_quarantined_naming_file_line_and_field(codec, tmp
     docs[7]["besluit"] = "misschien"
     path = _write(tmp_path / "export.json", docs)
     summary, records, _ = run_in_memory(SAFETY_HOUSE, path, codec)
-    assert counts(summary) == (8, 0, 6, 2) and records == []
+    assert counts(summary) == (14, 0, 6, 8) and records == []
     entries = read_quarantine(summary.quarantine[0])
     assert [e["fields"] for e in entries] == [
         ["meldingsdatum"], ["geaccepteerd"], ["aanwezig[1]"], ["taken[1].organisatie"], ["soort"],
@@ -94,7 +131,7 @@ def test_an_order_that_ends_before_it_starts_is_quarantined(codec, tmp_path: Pat
     docs = _docs()
     docs[4]["geldig_tot"] = "18-01-2015"
     summary, records, _ = run_in_memory(MUNICIPALITY, _write(tmp_path / "x.json", docs), codec)
-    assert counts(summary) == (8, 1, 1, 6)
+    assert counts(summary) == (14, 1, 1, 12)
     [entry] = read_quarantine(summary.quarantine[0])
     assert entry["fields"] == ["geldig_tot"]
 
@@ -104,7 +141,7 @@ def test_a_latin1_file_with_dutch_names_is_read_as_windows_1252(codec, tmp_path:
     docs[1]["procesregisseur"] = "Ömer Çelik-Brüggemann"
     path = _write(tmp_path / "export.json", docs, encoding="latin-1")
     summary, records, _ = run_in_memory(SAFETY_HOUSE, path, codec)
-    assert counts(summary) == (8, 6, 0, 2)
+    assert counts(summary) == (14, 6, 0, 8)
     assert records[1]["process_manager"] == "Ömer Çelik-Brüggemann"
     assert summary.warnings == ["export.json: read as cp1252, not UTF-8"]
 
@@ -114,7 +151,7 @@ def test_duplicates_are_skipped_and_conflicting_ones_quarantined(codec, tmp_path
     conflicting = dict(docs[7], besluit="doorgaan")
     path = _write(tmp_path / "export.json", [*docs, docs[0], conflicting])
     summary, records, _ = run_in_memory(SAFETY_HOUSE, path, codec)
-    assert counts(summary) == (10, 6, 1, 3) and len(records) == 6
+    assert counts(summary) == (16, 6, 1, 9) and len(records) == 6
     [entry] = read_quarantine(summary.quarantine[0])
     assert "duplicate: balans/VH-R-0008 (sh.stock_take)" in entry["reasons"][0]
 
