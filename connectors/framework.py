@@ -1046,7 +1046,9 @@ def watch(
     elsewhere and rename them in, or give them a ``.part`` name until complete) until
     ``should_stop()``. A processed file moves to ``done/``; one that cannot be read moves to
     ``failed/`` with ``<name>.error.txt`` beside it; rejected records go to ``quarantine/``.
-    ``on_file(path, summary, error)`` is called after each file."""
+    ``on_file(path, summary, error)`` is called after each file, in name order. A broker
+    failure stops the loop (``InfraError``) and leaves the file where it is, for the next start
+    (what was sent is sent again then, with the same ids, and the router drops the copies)."""
     directory = Path(directory)
     done, failed, qdir = directory / "done", directory / "failed", directory / "quarantine"
     for d in (done, failed, qdir):
@@ -1057,11 +1059,13 @@ def watch(
     while not should_stop():
         files = sorted(
             {p for pattern in connector.patterns for p in directory.glob(pattern) if p.is_file()},
-            key=lambda p: (p.stat().st_mtime, p.name),
+            key=lambda p: p.name,
         )
         for path in files:
             if should_stop():
                 break
+            if not path.exists():
+                continue  # taken away since the listing
             try:
                 summary = _run(processor, path, qdir, encoding, progress, BATCH_SIZE)
             except InputError as exc:
