@@ -838,7 +838,9 @@ def web_serve(
         bootstrap.settings(), views_url=views, users_url=users_db, secure_cookies=secure_cookies
     )
     _service_starting("web", bootstrap.settings(), host=host, port=port)
-    uvicorn.run(create_app(config), host=host, port=port, server_header=False, log_config=None)
+    # no access log: it would write query strings (subject ids, search terms) to the log
+    uvicorn.run(create_app(config), host=host, port=port, server_header=False, log_config=None,
+                access_log=False)  # fmt: skip
 
 
 @web_app.command("add-user")
