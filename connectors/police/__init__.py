@@ -180,7 +180,8 @@ def _group(row: Row, name: str) -> bool:
     present = [c for c in columns if row.get(c) is not None]
     for column in columns:
         if present and column not in present:
-            row.error(column, f"is empty, but {present[0]} is given (the {name} needs both)")
+            row.error(column, f"is empty, but {present[0]} is given (the {name} needs "
+                              f"{', '.join(columns)})")  # fmt: skip
     return bool(present)
 
 
