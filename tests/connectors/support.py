@@ -15,6 +15,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from connectors.framework import Connector, Ledger, MemorySink, Summary, run_file
+from hub.domain.errors import InfraError
 from hub.publisher import Publisher
 from hub.topics import Topics
 
@@ -54,6 +55,22 @@ def run_in_memory(
     sent = publisher.sink.sent[before:]  # type: ignore[attr-defined]
     records = [codec.decode(value, topic, 0, i)[1] for i, (topic, _, value, _) in enumerate(sent)]
     return summary, records if len(records) < 1000 else [], publisher
+
+
+class CrashAfter:
+    """A sink that forwards ``n`` records and then fails: a connector killed half-way."""
+
+    def __init__(self, sink: Any, n: int) -> None:
+        self.sink, self.left = sink, n
+
+    def send(self, topic: str, key: bytes | None, value: bytes, headers: Any = ()) -> None:
+        if self.left == 0:
+            raise InfraError("killed half-way")
+        self.left -= 1
+        self.sink.send(topic, key, value, headers)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        self.sink.flush(timeout)
 
 
 def plain(value: Any) -> Any:

@@ -1,9 +1,9 @@
 """EO-8 for the police and prison connectors, through the real broker and router: the first
 night's exports (the police one through ``hub connector run police``), the same again (the
 ledger: nothing sent), again with the ledgers lost (everything re-sent, all dropped by the
-router as duplicates), then the second night's changes and corrections, twice. Each event is
-delivered at most once per audience, the corrections reach the audiences of their originals,
-and nothing reaches a DLQ."""
+router as duplicates), the second night's changes and corrections twice, and the prison export
+once more, killed half-way and run again. Each event is delivered at most once per audience, the
+corrections reach the audiences of their originals, and nothing reaches a DLQ."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import subprocess
 import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,9 +20,10 @@ from connectors import connector
 from connectors.framework import Connector, Ledger, Summary, run_file
 from hub import bootstrap
 from hub.adapters.kafka import SafeProducer, producer_config
+from hub.domain.errors import InfraError
 from hub.publisher import Publisher
 from tests.conftest import REPO
-from tests.connectors.support import read_topics
+from tests.connectors.support import CrashAfter, read_topics
 from tests.hubtest import LiveRouter, hub_settings
 
 pytestmark = pytest.mark.kafka
@@ -45,11 +47,12 @@ def test_eo8_reruns_of_police_and_prison_exports_deliver_nothing_new(
     kept = {POLICE.name: home / "connectors" / "police" / "ledger.sqlite",
             PRISON.name: tmp_path / "prison.sqlite"}  # fmt: skip
 
-    def run(files: list[tuple[Connector, Path]], ledgers: dict[str, Path]) -> list[Summary]:
+    def run(files: list[tuple[Connector, Path]], ledgers: dict[str, Path],
+            out_sink: Any = sink) -> list[Summary]:  # fmt: skip
         out = []
         for c, path in files:
             publisher = Publisher(agency=c.agency, source_system=c.source_system,
-                                  jurisdiction=c.jurisdiction, codec=codec, sink=sink,
+                                  jurisdiction=c.jurisdiction, codec=codec, sink=out_sink,
                                   topics=topics)  # fmt: skip
             out.append(run_file(c, path, publisher, Ledger(ledgers[c.name]),
                                 quarantine_dir=tmp_path / "quarantine"))  # fmt: skip
@@ -83,10 +86,17 @@ def test_eo8_reruns_of_police_and_prison_exports_deliver_nothing_new(
         assert [(s.events, s.corrections) for s in changes] == [(3, 2), (3, 2)]
         changes_again = run(NIGHT2, lost)  # the same ids without the first ledgers
         assert [(s.events, s.corrections) for s in changes_again] == [(3, 2), (3, 2)]
-        live.wait(2 * FIRST + 2 * CHANGES)
+
+        crash = {PRISON.name: tmp_path / "crash.sqlite"}  # killed after 2 of its 4 events
+        with pytest.raises(InfraError, match="killed half-way"):
+            run(NIGHT1[1:], crash, CrashAfter(sink, 2))
+        sink.flush()
+        [after] = run(NIGHT1[1:], crash)
+        assert after.events == 4  # nothing of the killed run reached its ledger
+        live.wait(2 * FIRST + 2 * CHANGES + 2 + 4)
         stats = live.router.stats
 
-    assert stats.duplicates == FIRST + CHANGES, stats
+    assert stats.duplicates == FIRST + CHANGES + 2 + 4, stats
     assert stats.rejected == 0 and stats.delivered > first_delivered, stats
     audiences = bootstrap.agreements(codec.catalogue).audiences()
     deliveries: Counter[tuple[str, str]] = Counter()
