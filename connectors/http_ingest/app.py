@@ -18,7 +18,8 @@ annotations`` because FastAPI reads the route annotations at runtime.
 import json
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,7 +104,18 @@ def create_app(config: IngestConfig, tokens: TokenStore, codec: AvroCodec) -> Fa
 
     producer = Producer(producer_config(config.bootstrap_servers))
     encode_lock = threading.Lock()
-    app = FastAPI(title="hub ingest", docs_url=None, redoc_url=None, openapi_url=None)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # every 202 was acknowledged already; what is left belongs to requests answered 503
+        left = producer.flush(config.ack_timeout_s)
+        if left:
+            producer.purge()
+            log.warning("ingest_unacknowledged_purged", events=left)
+
+    app = FastAPI(title="hub ingest", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)  # fmt: skip
 
     def agency_of(request: Request) -> str:
         header = request.headers.get("authorization", "")

@@ -10,10 +10,11 @@ field names (``hub schemas list``)::
                  "identifiers": [{"scheme": "pnc_id", "value": "PNC-1"}]},
      "payload": {"referral_id": "REF-2014-0042", "programme": "mentoring", ...}}
 
-Optional: ``recorded_at`` (default ``occurred_at``), ``effective_date``, ``jurisdiction`` (default
-the agency's), ``sensitivity`` (default ``standard``), ``compartment``, ``consent_ref``,
-``responsible_org``, and for a correction ``supersedes_event_id`` or ``supersedes_source_key``
-(the source key of the record it corrects, same event type) with ``correction_reason``.
+Optional: ``recorded_at`` (default ``occurred_at``), ``effective_date``, ``jurisdiction`` (the
+agency's; another is refused), ``sensitivity`` (default ``standard``), ``compartment``,
+``consent_ref``, ``responsible_org``, and for a correction ``supersedes_event_id`` or
+``supersedes_source_key`` (the source key of the record it corrects, same event type) with
+``correction_reason``.
 
 Timestamps are ISO 8601 with a zone (``Z``), dates ``YYYY-MM-DD``, decimals a number or a string,
 bytes base64. Every error names the field by its dotted path.
@@ -120,10 +121,12 @@ def record_from(doc: Any, publisher_for: Any, jurisdictions: Mapping[str, str]) 
     event_type = _text(doc, "event_type")
     agency = _text(doc, "source_agency")
     assert event_type is not None and agency is not None
-    publisher: Publisher = publisher_for(
-        agency, _text(doc, "source_system"),
-        _text(doc, "jurisdiction", required=False) or jurisdictions.get(agency, ""),
-    )  # fmt: skip
+    home = jurisdictions.get(agency, "")
+    claimed = _text(doc, "jurisdiction", required=False)
+    publisher: Publisher = publisher_for(agency, _text(doc, "source_system"), home)
+    if claimed is not None and claimed != home:
+        raise _fail("jurisdiction", f"{claimed!r} is not {agency}'s jurisdiction {home!r} "
+                    "(person-level data stays in its jurisdiction)", "jurisdiction")  # fmt: skip
     catalogue = publisher.catalogue
     if event_type not in catalogue:
         raise _fail("event_type", f"{event_type!r} is not an event type of the catalogue "

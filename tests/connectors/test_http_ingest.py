@@ -20,7 +20,7 @@ from connectors.http_ingest.app import IngestConfig, create_app
 from connectors.http_ingest.tokens import open_token_store
 from hub import bootstrap
 from hub.publisher import event_id_for
-from tests.conftest import REPO
+from tests.conftest import REPO, free_port
 from tests.hubtest import LiveRouter, hub_settings, read_all
 
 pytestmark = pytest.mark.kafka
@@ -54,11 +54,11 @@ def hub(kafka_bootstrap, registry_url, codec, tmp_path_factory):  # type: ignore
     jurisdictions = {a.id: a.jurisdiction for a in bootstrap.agreements(codec.catalogue).agencies()}
     config = IngestConfig(settings.bootstrap_servers, bootstrap.topics(settings), jurisdictions,
                           max_body_bytes=64 * 1024, max_batch=20)  # fmt: skip
-    client = TestClient(create_app(config, store, codec))
-    return {
-        "settings": settings, "client": client, "store": store, "tokens_url": tokens_url,
-        "crc": store.issue("probation_crc"), "police": store.issue("police"),
-    }  # fmt: skip
+    with TestClient(create_app(config, store, codec)) as client:
+        yield {
+            "settings": settings, "client": client, "store": store, "tokens_url": tokens_url,
+            "crc": store.issue("probation_crc"), "police": store.issue("police"),
+        }  # fmt: skip
 
 
 def _post(hub, doc: Any, token: str, path: str = "/v1/events", **kw: Any):  # type: ignore[no-untyped-def]
@@ -159,6 +159,8 @@ BAD = {
     "no source key": ({k: v for k, v in _doc("K-bad").items() if k != "source_key"}, 422,
                       "source_key", "required"),
     "not an object": ([1, 2], 422, "document", "invalid"),
+    "another jurisdiction": ({**_doc("K-bad"), "jurisdiction": "NL"}, 422, "jurisdiction",
+                             "jurisdiction"),
 }  # fmt: skip
 
 
@@ -220,3 +222,27 @@ def test_tokens_are_stored_hashed_and_made_by_the_cli(hub, tmp_path: Path) -> No
     rotated = hub["store"].issue("police")
     assert hub["store"].agency_for(hub["police"]) is None  # the old token no longer works
     hub["police"] = rotated
+
+
+def test_a_correction_names_the_source_key_it_corrects(hub, codec) -> None:
+    doc = {**_doc("K-1b", release_date="2014-06-27"), "supersedes_source_key": "K-1",
+           "correction_reason": "keying_error"}  # fmt: skip
+    answer = _post(hub, doc, hub["crc"])
+    assert answer.status_code == 202, answer.text
+    envelope = _ingested(hub, codec)[answer.json()["event_id"]]["envelope"]
+    assert envelope["supersedes_event_id"] == event_id_for(
+        "probation_crc", "crc-case", "referral.created", "K-1"
+    )
+    assert envelope["correction_reason"] == "keying_error"
+
+
+def test_no_broker_acknowledgement_is_a_503_never_a_202(hub, codec) -> None:
+    """A broker that does not answer: the API waits ``ack_timeout_s`` and answers 503, so the
+    partner keeps the event and sends it again (the same event_id)."""
+    config = IngestConfig(f"127.0.0.1:{free_port()}", bootstrap.topics(hub["settings"]),
+                          {"probation_crc": "UK-ENG"}, ack_timeout_s=1.0)  # fmt: skip
+    with TestClient(create_app(config, hub["store"], codec)) as client:  # purges on shutdown
+        answer = client.post("/v1/events", json=_doc("K-lost"),
+                             headers={"Authorization": f"Bearer {hub['crc']}"})  # fmt: skip
+    assert answer.status_code == 503
+    assert answer.json()["errors"][0]["reason"] == "broker_unavailable"
