@@ -31,7 +31,6 @@ from connectors.framework import (
     Row,
     Summary,
     local_midnight,
-    run_file,
 )
 from hub.publisher import Publisher, subject
 
@@ -308,8 +307,8 @@ CONNECTOR = Connector(
 )
 
 
-def run(path: str | Path, publisher: Publisher, ledger: Ledger | None = None,
+def run(path: str | Path, publisher: Publisher, ledger: Ledger | str | Path | None = None,
         **options: Any) -> Summary:  # fmt: skip
     """Publish one register export with ``publisher`` (agency ``eri``); ``options`` go to
     :func:`connectors.framework.run_file` (``quarantine_dir``, ``encoding``, ``progress``)."""
-    return run_file(CONNECTOR, path, publisher, ledger or Ledger(":memory:"), **options)
+    return CONNECTOR.run(path, publisher, ledger, **options)

@@ -36,7 +36,6 @@ from connectors.framework import (
     Row,
     Summary,
     local_midnight,
-    run_file,
 )
 from hub.publisher import Publisher, subject
 
@@ -339,7 +338,7 @@ NPS = _connector("probation-nps", "probation_nps", "NPS Merseyside")
 BY_AGENCY = {c.agency: c for c in (CRC, NPS)}
 
 
-def run(path: str | Path, publisher: Publisher, ledger: Ledger | None = None,
+def run(path: str | Path, publisher: Publisher, ledger: Ledger | str | Path | None = None,
         **options: Any) -> Summary:  # fmt: skip
     """Publish one export with ``publisher`` (its agency picks CRC or NPS); ``options`` go to
     :func:`connectors.framework.run_file` (``quarantine_dir``, ``encoding``, ``progress``)."""
@@ -347,4 +346,4 @@ def run(path: str | Path, publisher: Publisher, ledger: Ledger | None = None,
     if connector is None:
         raise ValueError(f"no probation connector publishes as {publisher.agency!r} "
                          f"(expected one of {', '.join(BY_AGENCY)})")  # fmt: skip
-    return run_file(connector, path, publisher, ledger or Ledger(":memory:"), **options)
+    return connector.run(path, publisher, ledger, **options)

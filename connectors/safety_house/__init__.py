@@ -42,7 +42,6 @@ from connectors.framework import (
     Row,
     Summary,
     local_midnight,
-    run_file,
 )
 from hub.publisher import Publisher, subject
 
@@ -417,7 +416,7 @@ AFTERCARE = _connector(
 BY_AGENCY = {c.agency: c for c in (SAFETY_HOUSE, MUNICIPALITY, AFTERCARE)}
 
 
-def run(path: str | Path, publisher: Publisher, ledger: Ledger | None = None,
+def run(path: str | Path, publisher: Publisher, ledger: Ledger | str | Path | None = None,
         **options: Any) -> Summary:  # fmt: skip
     """Publish one export with ``publisher``: the part of its agency (``PARTS``): as
     ``safety_house`` the case registrations, as ``hague_municipality`` the Mayor's orders, as
@@ -427,4 +426,4 @@ def run(path: str | Path, publisher: Publisher, ledger: Ledger | None = None,
     if connector is None:
         raise ValueError(f"no Safety House connector publishes as {publisher.agency!r} "
                          f"(expected one of {', '.join(BY_AGENCY)})")  # fmt: skip
-    return run_file(connector, path, publisher, ledger or Ledger(":memory:"), **options)
+    return connector.run(path, publisher, ledger, **options)
