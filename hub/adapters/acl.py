@@ -244,8 +244,9 @@ class AclAdmin:
     def provision(
         self, agencies: Sequence[tuple[str, Sequence[str]]], topics: Topics
     ) -> ProvisionReport:
-        revoked = revoked_agencies(self.home)
-        wanted = plan([a for a in agencies if a[0] not in revoked], topics)
+        wanted = plan(agencies, topics)
+        for agency in revoked_agencies(self.home):  # only its own principal: the hub's services
+            wanted.pop(agency, None)  # keep routing to and from it
         credentials = Credentials(self.home)
         report = ProvisionReport()
 
