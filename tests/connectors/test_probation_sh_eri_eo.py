@@ -1,7 +1,8 @@
-"""EO-8 for the probation, Safety House and ERI connectors, through the real broker and router:
-the golden exports published once, again (the ledger: nothing sent), again with the ledgers lost,
-and ERI's a further time after a crash half-way through its file. Every event is delivered once
-per audience; the router drops every re-sent event as a duplicate; nothing reaches a DLQ."""
+"""EO-8 for the probation, Safety House and ERI connectors and the HTTP ingest API, through the
+real broker and router: the golden exports published once, again (the ledger: nothing sent),
+again with the ledgers lost, and ERI's a further time after a crash half-way through its file;
+an HTTP POST retried. Every event is delivered once per audience; the router drops every re-sent
+event as a duplicate; nothing reaches a DLQ."""
 
 from __future__ import annotations
 
@@ -14,15 +15,19 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
+from fastapi.testclient import TestClient
 
 from connectors.eri import CONNECTOR as ERI
 from connectors.framework import Connector, Ledger, run_file
+from connectors.http_ingest.app import IngestConfig, create_app
+from connectors.http_ingest.tokens import open_token_store
 from connectors.probation import CRC, NPS
 from connectors.safety_house import AFTERCARE, MUNICIPALITY, SAFETY_HOUSE
 from hub import bootstrap
 from hub.adapters.kafka import SafeProducer, producer_config
 from hub.domain.errors import InfraError
 from hub.publisher import Publisher
+from tests.connectors.test_http_ingest import _doc
 from tests.hubtest import LiveRouter, hub_settings
 
 pytestmark = pytest.mark.kafka
@@ -98,11 +103,17 @@ def test_eo8_rerun_of_the_exports_publishes_nothing_new(kafka_bootstrap, registr
         return [run_file(c, path, publisher(c), Ledger(ledgers / f"{c.name}.sqlite"),
                          quarantine_dir=tmp_path / "quarantine") for c, path in FILES]  # fmt: skip
 
-    with LiveRouter(settings) as live:
+    store = open_token_store(f"sqlite:///{tmp_path / 'tokens.db'}")
+    api = IngestConfig(kafka_bootstrap, topics, {"probation_crc": "UK-ENG"})
+    auth = {"Authorization": f"Bearer {store.issue('probation_crc')}"}
+
+    with LiveRouter(settings) as live, TestClient(create_app(api, store, codec)) as http:
         first = run_all(tmp_path / "ledgers")
         assert sum(s.events for s in first) == EVENTS
         assert all(s.rejected == 0 and s.adds_up for s in first)
-        live.wait(EVENTS)
+        posted = [http.post("/v1/events", json=_doc("K-retry"), headers=auth) for _ in range(2)]
+        assert [p.status_code for p in posted] == [202, 202]  # a retry of the same request
+        live.wait(EVENTS + 2)
         delivered_once = live.router.stats.delivered
 
         again = run_all(tmp_path / "ledgers")  # the ledger: nothing is sent
@@ -119,10 +130,10 @@ def test_eo8_rerun_of_the_exports_publishes_nothing_new(kafka_bootstrap, registr
         after = run_file(ERI, GOLDEN / "eri" / "registro.csv", publisher(ERI), crash_ledger,
                          quarantine_dir=tmp_path / "quarantine")  # fmt: skip
         assert after.events == 14  # nothing of the killed run reached the ledger
-        live.wait(2 * EVENTS + 7 + 14)
+        live.wait(2 * EVENTS + 2 + 7 + 14)
         stats = live.router.stats
 
-    assert stats.duplicates == EVENTS + 7 + 14, stats
+    assert stats.duplicates == EVENTS + 1 + 7 + 14, stats
     assert stats.rejected == 0 and stats.delivered == delivered_once, stats
     audiences = bootstrap.agreements(codec.catalogue).audiences()
     deliveries = Counter()
@@ -130,6 +141,7 @@ def test_eo8_rerun_of_the_exports_publishes_nothing_new(kafka_bootstrap, registr
         record = codec.decode(value)[1]
         deliveries[(record["envelope"]["event_id"], topic)] += 1
     assert deliveries and max(deliveries.values()) == 1
+    assert deliveries[(posted[0].json()["event_id"], topics.deliver("mals"))] == 1
     assert sum(deliveries.values()) == delivered_once
     delivered_to = {topic for _, topic in deliveries}
     for audience in ("probation_crc", "safety_house", "nl_police", "nl_health", "nl_housing",

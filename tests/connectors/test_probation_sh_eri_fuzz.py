@@ -2,7 +2,7 @@
 cut and doubled lines, lines split in two, extra columns and keys, other encodings, truncation)
 never crash a connector. Each file either fails as a whole with an ``InputError`` naming it, or
 every record read is published, rejected or skipped, and every rejection names the file, line
-and reason. 5 × 100 examples here; ``HUBTEST_TIER=soak`` runs 5 × 2,500."""
+and reason. 5 × 60 examples here; ``HUBTEST_TIER=soak`` runs 5 × 2,500."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ SAMPLES = {
     "hague-aftercare": (AFTERCARE, GOLDEN / "safety_house" / "registraties.json"),
     "eri": (ERI, GOLDEN / "eri" / "registro.csv"),
 }
-EXAMPLES = 2_500 if os.environ.get("HUBTEST_TIER") == "soak" else 100
+EXAMPLES = 2_500 if os.environ.get("HUBTEST_TIER") == "soak" else 60
 
 
 @st.composite
