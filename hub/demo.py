@@ -42,6 +42,7 @@ from typing import Any
 import structlog
 
 from hub import bootstrap
+from hub.demo_partners import FeedReport, PartnerFeeds, ingest_server
 from hub.publisher import Publisher, subject
 from hub.settings import Settings
 
@@ -172,6 +173,8 @@ class Item:
 
     agency: str
     record: dict[str, Any]
+    source_key: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # what only the partner's file holds
 
     @property
     def event_id(self) -> str:
@@ -219,6 +222,14 @@ class Storylines:
     s19_case_ids: list[str] = field(default_factory=list)
     mentee_family_names: dict[str, str] = field(default_factory=dict)  # mals id -> family name
 
+    def remap(self, ids: Mapping[str, str]) -> None:
+        """Name the events a connector published in place of the generator's."""
+        for name, value in vars(self).items():
+            if isinstance(value, str) and value in ids:
+                setattr(self, name, ids[value])
+            elif isinstance(value, list):
+                setattr(self, name, [ids.get(v, v) for v in value])
+
 
 @dataclass
 class DemoData:
@@ -242,13 +253,15 @@ class _Source:
                                    codec=codec, sink=None)  # type: ignore[arg-type]  # fmt: skip
 
     def event(self, event_type: str, key: str, who: Mapping[str, Any], at: dt.datetime,
-              payload: Mapping[str, Any], **envelope: Any) -> Item:  # fmt: skip
+              payload: Mapping[str, Any], extra: Mapping[str, Any] | None = None,
+              **envelope: Any) -> Item:  # fmt: skip
+        source_key = f"demo-{self.seed}:{key}"
         record = self.publisher.build(
-            event_type, source_key=f"demo-{self.seed}:{key}", subject=who, occurred_at=at,
+            event_type, source_key=source_key, subject=who, occurred_at=at,
             payload=payload, **envelope,
         )  # fmt: skip
         self.publisher.validate(record)
-        return Item(self.agency, record)
+        return Item(self.agency, record, source_key, dict(extra or {}))
 
 
 class Generator:
@@ -314,6 +327,11 @@ class Generator:
             return subject(ids[scheme], scheme, **strong)
 
         police, prison, mals = self.src["police"], self.src["hmp_liverpool"], self.src["mals"]
+        gender = "female" if given in UK_GIVEN[-6:] else "male"
+        corvus = {"given": given, "family": family, "born": born, "gender": gender,
+                  "created_on": _day("2008-01-07") + dt.timedelta(days=i * 37 % 2200),
+                  "custody_ref": f"CUS-{880000 + i}"}  # what the CORVUS export holds  # fmt: skip
+        booking = {"booking": f"B-{77000 + i}"}  # the prison's booking number
         mals_who = who("mals_client_id")
         probation = self.src[body]
         om = _om(rng, body)
@@ -321,6 +339,7 @@ class Generator:
         if i == 0:  # S1's Jordan goes home to Kirkby, as in the golden scenario
             home = {**home, "line1": "14 Ashworth Road", "town": "Kirkby", "postcode": "L32 7XY",
                     "area": "Knowsley"}  # fmt: skip
+        corvus["borough"] = home["area"]
         sentence_days = rng.randrange(60, 330)
         received = release - dt.timedelta(days=sentence_days)
         key = f"uk{i}"
@@ -344,7 +363,8 @@ class Generator:
                 "selection_reason": rng.choice((
                     "Acquisitive offending twice monthly; associates with a burglary network",
                     "Three shop theft convictions in six months, heroin use",
-                    "Intelligence links to a vehicle-crime group in Kirkby"))}))  # fmt: skip
+                    "Intelligence links to a vehicle-crime group in Kirkby"))},
+                extra=corvus))  # fmt: skip
         allocated = release - dt.timedelta(days=rng.randrange(25, 40))
         self.add(RECORDS, probation.event(
             "supervision.responsibility_assigned", f"{key}:supervision",
@@ -427,18 +447,21 @@ class Generator:
             keyed = release + dt.timedelta(days=rng.choice((7, 14, 21, -7)))
             original = self.add(FACTS, prison.event("custody.release_scheduled", f"{key}:scheduled",
                                                 who("prison_number"), _at(scheduled_on, 8),
-                                                {**plan, "release_date": keyed}))  # fmt: skip
+                                                {**plan, "release_date": keyed},
+                                                extra=booking))  # fmt: skip
             fixed = self.add(CHANGES, prison.event(
                 "custody.release_scheduled", f"{key}:scheduled:corrected", who("prison_number"),
                 _at(scheduled_on + dt.timedelta(days=1), 8), plan,
-                supersedes_event_id=original.event_id, correction_reason="keying_error"))
+                supersedes_event_id=original.event_id, correction_reason="keying_error",
+                extra=booking))
             if i == 3:
                 self.story.s8_name = name
                 self.story.s8_original, self.story.s8_correction = original.event_id, fixed.event_id
                 self.story.s8_dates = (keyed.isoformat(), release.isoformat())
         else:
             self.add(FACTS, prison.event("custody.release_scheduled", f"{key}:scheduled",
-                                     who("prison_number"), _at(scheduled_on, 8), plan))  # fmt: skip
+                                     who("prison_number"), _at(scheduled_on, 8), plan,
+                                     extra=booking))  # fmt: skip
         conditions = [
             {"condition_id": "C1", "condition_type": "reside_at",
              "summary": "Reside at an approved address",
@@ -502,7 +525,7 @@ class Generator:
                     "score_date": scored, "matrix_version": "corvus-2015.1",
                     "borough": "Knowsley", "priority_band": rng.choice(("high", "medium")),
                     "previous_score": score + rng.randrange(-80, 80)},
-                    sensitivity="intelligence"))  # fmt: skip
+                    sensitivity="intelligence", extra=corvus))  # fmt: skip
             if i > 3 and rng.random() < 0.2:
                 arrested = release + dt.timedelta(days=rng.randrange(30, 200))
                 offence = rng.choice(OFFENCES)
@@ -513,7 +536,8 @@ class Generator:
                     "outcome": rng.choice(("charged", "released_under_investigation", "bailed",
                                            "recalled")),
                     "circumstances": "Seen with known associates near the shopping parade",
-                    "intelligence_ref": f"INT-{rng.randrange(10000, 99999)}"}))  # fmt: skip
+                    "intelligence_ref": f"INT-{rng.randrange(10000, 99999)}"},
+                    extra=corvus))  # fmt: skip
             if accepted:
                 contacts = rng.randrange(2, 5) if i == 2 else rng.randrange(1, 4)
                 for c in range(contacts):
@@ -920,46 +944,46 @@ class DemoResult:
     audit_size: int
     audit_kinds: dict[str, int]
     seconds: float
-
-
-def _topics_of(items: Sequence[Item], settings: Settings) -> list[str]:
-    t = bootstrap.topics(settings)
-    return sorted({t.ingest(item.agency) for item in items})
+    feeds: FeedReport
 
 
 def publish_and_route(
     settings: Settings, codec: Any, data: DemoData, reporter: Reporter
-) -> tuple[Any, float]:
-    """Publish wave after wave with each agency's Publisher; the router commits each wave
-    before the next is sent (a wave's facts are judged on the state the earlier waves built)."""
+) -> tuple[Any, float, FeedReport]:
+    """Send wave after wave as the partners would: their exports through their connectors, the
+    rest through the HTTP ingest API; the router commits each wave before the next is sent (a
+    wave's facts are judged on the state the earlier waves built)."""
     from hub.adapters.kafka import SafeProducer, producer_config
 
     sink = SafeProducer(producer_config(settings.bootstrap_servers, log_level=3))  # errors only
-    publishers: dict[str, Publisher] = {}
+    t = bootstrap.topics(settings)
     live = LiveRouter(settings).start()
     began = time.monotonic()
     try:
-        for number, (title, items) in enumerate(zip(WAVES, data.waves, strict=True), start=1):
-            wave_began = time.monotonic()
-            for item in items:
-                if item.agency not in publishers:
-                    system, jurisdiction = SYSTEMS[item.agency]
-                    publishers[item.agency] = Publisher(
-                        agency=item.agency, source_system=system, jurisdiction=jurisdiction,
-                        codec=codec, sink=sink, topics=bootstrap.topics(settings),
-                    )  # fmt: skip
-                publishers[item.agency].publish(item.record)
-            sink.flush()
-            live.wait_committed(_partitions(settings.bootstrap_servers,
-                                            _topics_of(items, settings)))  # fmt: skip
-            reporter.note(f"wave {number}/{len(WAVES)} {len(items):6,} events, committed in "
-                          f"{time.monotonic() - wave_began:4.1f} s: {title}")  # fmt: skip
+        with ingest_server(settings, codec) as (url, tokens):
+            reporter.note(f"HTTP ingest API at {url} (one bearer token per agency)")
+            feeds = PartnerFeeds(settings, sink, url, tokens)
+            try:
+                for number, (title, items) in enumerate(zip(WAVES, data.waves, strict=True),
+                                                        start=1):  # fmt: skip
+                    wave_began = time.monotonic()
+                    lines = feeds.feed(number, items)
+                    sink.flush()
+                    topics = sorted({t.ingest(item.agency) for item in items})
+                    live.wait_committed(_partitions(settings.bootstrap_servers, topics))
+                    reporter.note(f"wave {number}/{len(WAVES)}, committed in "
+                                  f"{time.monotonic() - wave_began:4.1f} s: {title}")  # fmt: skip
+                    for line in lines:
+                        reporter.note(f"  {line}")
+            finally:
+                feeds.close()
     finally:
         live.stop()
+    data.story.remap(feeds.report.id_map)
     stats = live.router.stats
     reporter.note(f"routed {stats.routed:,}: {stats.delivered:,} deliveries, {stats.denied:,} "
                   f"denials, {stats.retracted} retractions, {stats.rejected} to the DLQ")
-    return live.router.stats, time.monotonic() - began
+    return live.router.stats, time.monotonic() - began, feeds.report
 
 
 def materialise_audit(settings: Settings, timeout: float = 120.0) -> int:
@@ -1137,8 +1161,9 @@ def run_demo(
         people = ", ".join(f"{where} {n}" for where, n in data.people.items())
         reporter.note(f"{data.events:,} events about {sum(data.people.values())} people "
                       f"({people}), validated by each agency's Publisher")  # fmt: skip
-    with reporter.step("publishing and routing (router in a thread, one transaction a batch)"):
-        stats, route_seconds = publish_and_route(settings, codec, data, reporter)
+    with reporter.step("partners' exports through their connectors, the rest through the HTTP "
+                       "ingest API; the router in a thread"):
+        stats, route_seconds, feeds = publish_and_route(settings, codec, data, reporter)
     with reporter.step("audit materialiser: hub.audit -> hash chain + signed checkpoints"):
         appended = materialise_audit(settings)
         reporter.note(f"{appended:,} entries appended")
@@ -1151,7 +1176,7 @@ def run_demo(
         dlq = read_dlq(settings, codec)
         summary, ok, size_, kinds = verify_audit(settings)
     return DemoResult(settings, data, stats, route_seconds, views, dlq, summary, ok, size_, kinds,
-                      time.monotonic() - began)  # fmt: skip
+                      time.monotonic() - began, feeds)  # fmt: skip
 
 
 # -- the report -----------------------------------------------------------------------------------
@@ -1289,6 +1314,20 @@ def print_report(console: Any, result: DemoResult, *, broker: str, home: Path,
         f"DLQ, {stats.aborted} aborted batches ({stats.batches:,} transactions, "
         f"{result.route_seconds:.1f} s with the waits between waves)", highlight=False,
     )  # fmt: skip
+
+    feeds = result.feeds
+    console.print()
+    console.print(f"[bold]Partner connectors[/] (exports under {s.home / 'partners'}; "
+                  "rejected rows in its quarantine/ folder, one JSON line each with file, line "
+                  "and reasons)", highlight=False)  # fmt: skip
+    for name, summary in feeds.summaries.items():
+        console.print(f"  {name:<14} read {summary.read}, published {summary.published}, "
+                      f"rejected {summary.rejected}, skipped {summary.skipped}; "
+                      f"{summary.events} events ({summary.corrections} corrections)",
+                      highlight=False)  # fmt: skip
+    posted = ", ".join(f"{a} {n}" for a, n in sorted(feeds.posted.items()))
+    console.print(f"  {'HTTP ingest':<14} {sum(feeds.posted.values())} documents in "
+                  f"{feeds.requests} requests: {posted}", highlight=False)  # fmt: skip
 
     console.print()
     table = Table(title="What each audience's view holds", title_justify="left")

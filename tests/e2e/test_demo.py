@@ -53,7 +53,7 @@ def withheld(row: dict[str, Any]) -> set[str]:
 
 def test_every_event_routed_once_and_only_the_restricted_programme_rejected(result) -> None:  # type: ignore[no-untyped-def]
     stats, story = result.router, result.data.story
-    assert stats.received == result.data.events
+    assert stats.received == result.feeds.events
     assert stats.aborted == 0 and stats.duplicates == 0
     assert stats.rejected == 3
     assert {d["event_id"] for d in result.dlq} == set(story.s19_rejected)
