@@ -95,6 +95,24 @@ def broker_start(
         )
 
 
+@broker_app.command("tls")
+def broker_tls(
+    out: Path = typer.Option(..., "--out", help="directory for ca.pem, ca.key and broker.pem"),
+    host: list[str] = typer.Option(..., "--host", help="a name the broker is reached by"),
+    owner: int = typer.Option(None, "--owner", help="uid of the broker, to own its key"),
+) -> None:
+    """Create the hub's CA and a broker certificate for HOST (a broker of your own, e.g. the
+    docker-compose one); idempotent. Give clients ca.pem (HUB_KAFKA_SECURITY__CA_FILE)."""
+    import os
+
+    from hub.adapters.tls import ensure_broker_tls
+
+    files = ensure_broker_tls(out, tuple(host))
+    if owner is not None:
+        os.chown(files.broker_keystore, owner, -1)
+    typer.echo(f"CA {files.ca_cert}; broker key and certificate {files.broker_keystore}")
+
+
 @broker_app.command("stop")
 def broker_stop() -> None:
     """Stop the local broker cleanly."""
