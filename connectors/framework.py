@@ -32,6 +32,7 @@ rest (``connectors/README.md`` is the guide):
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import csv
 import datetime as dt
@@ -251,8 +252,10 @@ class JsonReader:
         decoder = json.JSONDecoder()
         pos, n = 0, len(text)
 
+        newlines = [i for i, ch in enumerate(text) if ch == "\n"]
+
         def line_of(p: int) -> int:
-            return text.count("\n", 0, p) + 1
+            return bisect.bisect_left(newlines, p) + 1
 
         def skip(p: int) -> int:
             while p < n and text[p] in " \t\r\n,":
