@@ -33,6 +33,7 @@ def test_start_is_idempotent_and_stop_is_clean(tmp_path: Path) -> None:
     )
     first = run(env, "broker", "start")
     assert first.returncode == 0, first.stderr
+    assert "[PLAINTEXT (development only)]" in first.stdout
     pid = (tmp_path / "home" / "kafka" / "broker.pid").read_text().strip()
     try:
         second = run(env, "broker", "start")
