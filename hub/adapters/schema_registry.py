@@ -12,6 +12,20 @@ from hub.domain.errors import InfraError, SerdeError
 _NOT_FOUND = {40401, 40402, 40403}
 
 
+def _transport_errors() -> tuple[type[BaseException], ...]:
+    """What an unreachable registry raises: the stock client uses httpx2 when it is installed
+    (confluent-kafka >= 2.16), httpx otherwise; this module's own calls use httpx."""
+    errors: tuple[type[BaseException], ...] = (httpx.HTTPError, OSError)
+    try:
+        import httpx2  # type: ignore[import-not-found]
+    except ImportError:
+        return errors
+    return (*errors, httpx2.HTTPError)
+
+
+_UNREACHABLE = _transport_errors()
+
+
 class HttpSchemaRegistry:
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
@@ -23,7 +37,7 @@ class HttpSchemaRegistry:
             return int(self._client.register_schema(subject, Schema(schema, "AVRO")))
         except SchemaRegistryError as exc:
             raise InfraError(f"registry {self.url} refused {subject}: {exc.error_message}") from exc
-        except (httpx.HTTPError, OSError) as exc:
+        except _UNREACHABLE as exc:
             raise InfraError(f"registry {self.url} is unreachable: {exc}") from exc
 
     def schema_by_id(self, schema_id: int) -> str:
@@ -38,6 +52,8 @@ class HttpSchemaRegistry:
                     f"unknown schema id {schema_id}", reason="unknown_schema", schema_id=schema_id
                 ) from exc
             raise InfraError(f"registry {self.url}: {exc.error_message}") from exc
+        except _UNREACHABLE as exc:
+            raise InfraError(f"registry {self.url} is unreachable: {exc}") from exc
         assert text is not None
         self._by_id[schema_id] = text
         return text
@@ -49,6 +65,8 @@ class HttpSchemaRegistry:
             if exc.error_code in _NOT_FOUND or exc.http_status_code == 404:
                 return None
             raise InfraError(f"registry {self.url}: {exc.error_message}") from exc
+        except _UNREACHABLE as exc:
+            raise InfraError(f"registry {self.url} is unreachable: {exc}") from exc
         return int(registered.schema_id), str(registered.schema.schema_str)
 
     def incompatibilities(self, subject: str, schema: str) -> list[str]:
