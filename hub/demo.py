@@ -42,7 +42,7 @@ from typing import Any
 import structlog
 
 from hub import bootstrap
-from hub.demo_partners import FeedReport, PartnerFeeds, ingest_server
+from hub.demo_partners import FeedReport, MalsDesk, PartnerFeeds, ingest_server
 from hub.publisher import Publisher, subject
 from hub.settings import Settings
 
@@ -236,6 +236,7 @@ class DemoData:
     waves: list[list[Item]]
     story: Storylines
     people: dict[str, int]  # region -> how many
+    mals_clients: dict[str, dict[str, Any]] = field(default_factory=dict)  # MALS' clients table
 
     @property
     def events(self) -> int:
@@ -272,6 +273,7 @@ class Generator:
         self.src = {agency: _Source(codec, agency, seed) for agency in SYSTEMS}
         self.waves: list[list[Item]] = [[] for _ in WAVES]
         self.story = Storylines()
+        self.mals_clients: dict[str, dict[str, Any]] = {}
 
     def add(self, wave: int, item: Item) -> Item:
         self.waves[wave].append(item)
@@ -285,7 +287,8 @@ class Generator:
             self.the_hague(i)
         for i in range(it):
             self.turin(i)
-        return DemoData(self.waves, self.story, {"Knowsley": uk, "The Hague": nl, "Turin": it})
+        return DemoData(self.waves, self.story, {"Knowsley": uk, "The Hague": nl, "Turin": it},
+                        self.mals_clients)  # fmt: skip
 
     # -- Knowsley ------------------------------------------------------------------------------
     def knowsley(self, i: int) -> None:  # noqa: C901 - one person's history, in order
@@ -426,6 +429,10 @@ class Generator:
                 "home_area": home["area"], "address": home,
                 "phone": f"07700 9{rng.randrange(10000, 99999)}"}))  # fmt: skip
             self.story.mentee_family_names[ids["mals_client_id"]] = family
+            self.mals_clients[ids["mals_client_id"]] = {
+                "client_id": ids["mals_client_id"], "first_name": given, "surname": family,
+                "dob": born, "area": home["area"], "prison_no": ids["prison_number"],
+                "created_by": "MALS manager"}  # fmt: skip
         if consent:
             scopes = ["share_progress_with_om", "share_progress_with_iom"]
             if i == 2 or rng.random() < 0.3:
@@ -962,7 +969,8 @@ def publish_and_route(
     try:
         with ingest_server(settings, codec) as (url, tokens):
             reporter.note(f"HTTP ingest API at {url} (one bearer token per agency)")
-            feeds = PartnerFeeds(settings, sink, url, tokens)
+            mals = MalsDesk(settings, data.mals_clients)
+            feeds = PartnerFeeds(settings, sink, url, tokens, mals)
             try:
                 for number, (title, items) in enumerate(zip(WAVES, data.waves, strict=True),
                                                         start=1):  # fmt: skip
@@ -979,6 +987,17 @@ def publish_and_route(
                 feeds.close()
     finally:
         live.stop()
+    with reporter.step("the MALS sink: referrals the hub delivered to MALS into MALS' database"):
+        from connectors.mals.sink import run_sink
+
+        sunk = run_sink(mals.url, settings.bootstrap_servers, settings.registry_url or "",
+                        settings.topic_prefix, once=True)  # fmt: skip
+        feeds.report.mals_sink = dict(sunk.outcomes)
+        feeds.report.mals_referrals = mals.referrals()
+        mals.close()
+        reporter.note(f"{sunk.records} records from deliver.mals: "
+                      + ", ".join(f"{k} {n}" for k, n in sorted(sunk.outcomes.items()))
+                      + f"; MALS' referrals table now holds {len(feeds.report.mals_referrals)}")
     data.story.remap(feeds.report.id_map)
     stats = live.router.stats
     reporter.note(f"routed {stats.routed:,}: {stats.delivered:,} deliveries, {stats.denied:,} "
@@ -1325,6 +1344,14 @@ def print_report(console: Any, result: DemoResult, *, broker: str, home: Path,
                       f"rejected {summary.rejected}, skipped {summary.skipped}; "
                       f"{summary.events} events ({summary.corrections} corrections)",
                       highlight=False)  # fmt: skip
+    rows, sent, failed = feeds.mals_source
+    console.print(f"  {'mals-source':<14} MALS' database: {rows} outbox rows from staff entries, "
+                  f"{sent} published, {failed} failed (reason in hub_outbox.error)",
+                  highlight=False)  # fmt: skip
+    sunk = ", ".join(f"{k} {n}" for k, n in sorted(feeds.mals_sink.items()))
+    console.print(f"  {'mals-sink':<14} deliver.mals into MALS' database: {sunk}; its referrals "
+                  f"table holds {len(feeds.mals_referrals)} referrals, keyed by nobody",
+                  highlight=False)  # fmt: skip
     posted = ", ".join(f"{a} {n}" for a, n in sorted(feeds.posted.items()))
     console.print(f"  {'HTTP ingest':<14} {sum(feeds.posted.values())} documents in "
                   f"{feeds.requests} requests: {posted}", highlight=False)  # fmt: skip

@@ -48,6 +48,8 @@ def channel(item: Item) -> str:
         return "police"
     if agency == "hmp_liverpool" and event_type == "custody.release_scheduled":
         return "prison"
+    if agency == "mals" and event_type in MALS_TYPES:
+        return "mals-source"
     if agency in ("probation_crc", "probation_nps") and event_type in PROBATION_TYPES:
         return "probation-crc" if agency == "probation_crc" else "probation-nps"
     # No file format for these facts yet (custody.received and custody.released come from the
@@ -274,6 +276,119 @@ class PartnerFiles:
         return path
 
 
+# -- MALS' own database ---------------------------------------------------------------------------
+
+MALS_TYPES = ("mentoring.contact", "outcome.housing_secured", "outcome.employment_started")
+
+
+def _label(mapping: Mapping[str, str], code: str) -> str:
+    """MALS' label for a hub code (the source connector maps it back)."""
+    return next(label for label, c in mapping.items() if c == code)
+
+
+class MalsDesk:
+    """MALS staff at work: what they record goes into MALS' own database (its ``clients``,
+    ``mentors``, ``sessions`` and ``outcomes`` tables, ``connectors/mals/schema.py``), where the
+    outbox triggers pick it up for the source connector; the sink writes the referrals the hub
+    delivers to MALS into the same database."""
+
+    def __init__(self, settings: Settings, clients: Mapping[str, Mapping[str, Any]]) -> None:
+        from connectors.mals.schema import create_schema, mals_engine
+
+        (settings.home / "mals").mkdir(parents=True, exist_ok=True)
+        self.path = settings.home / "mals" / "mals.db"
+        self.url = f"sqlite:///{self.path}"
+        self.engine = mals_engine(self.url)
+        create_schema(self.engine)
+        self.clients = clients
+        self.known: set[str] = set()
+        self.mentors: set[str] = set()
+        self.rows: dict[str, tuple[str, int]] = {}  # item event id -> (table, row id)
+        self.bad_rows = 0
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def record(self, items: Sequence[Item], bad: bool) -> None:
+        from sqlalchemy import insert
+
+        from connectors.mals import codes
+        from connectors.mals.schema import clients, mentors, outcomes, sessions
+
+        with self.engine.begin() as conn:
+            for item in items:
+                p = _payload(item.record)
+                client_id = item.record["envelope"]["subject"]["local_id"]
+                if client_id not in self.known:
+                    conn.execute(insert(clients).values(**self.clients[client_id]))
+                    self.known.add(client_id)
+                if item.event_type == "mentoring.contact":
+                    mentor = p["mentor_id"]
+                    if mentor not in self.mentors:
+                        conn.execute(insert(mentors).values(
+                            mentor_id=mentor, first_name="Volunteer",
+                            started_on=dt.date(2014, 9, 1)))  # fmt: skip
+                        self.mentors.add(mentor)
+                    from zoneinfo import ZoneInfo
+
+                    local = p["contact_at"].astimezone(ZoneInfo(LONDON))
+                    row = conn.execute(insert(sessions).values(
+                        client_id=client_id, mentor_id=mentor, session_date=local.date(),
+                        start_time=local.strftime("%H:%M"),
+                        mode=_label(codes.CONTACT_MODES, p["mode"]),
+                        hours=p["duration_minutes"] / 60,
+                        pathways="; ".join(_label(codes.PATHWAYS, c) for c in p["pathways"]),
+                        family_present=p.get("family_involved"), notes=p.get("notes")))
+                    self.rows[item.event_id] = ("sessions", row.inserted_primary_key[0])
+                elif item.event_type == "outcome.housing_secured":
+                    row = conn.execute(insert(outcomes).values(
+                        client_id=client_id, outcome_type="Housing",
+                        outcome_date=p["secured_on"], organisation=p.get("provider"),
+                        category=_label(codes.HOUSING_TYPES, p["housing_type"])))
+                    self.rows[item.event_id] = ("outcomes", row.inserted_primary_key[0])
+                else:  # outcome.employment_started
+                    row = conn.execute(insert(outcomes).values(
+                        client_id=client_id, outcome_type="Employment",
+                        outcome_date=p["started_on"], organisation=p.get("employer"),
+                        category=_label(codes.EMPLOYMENT_TYPES, p["employment_type"]),
+                        hours_per_week=p.get("hours_per_week")))
+                    self.rows[item.event_id] = ("outcomes", row.inserted_primary_key[0])
+            if bad and self.known:  # a mode MALS' screen allowed once, and no code maps
+                conn.execute(insert(sessions).values(
+                    client_id=sorted(self.known)[0], session_date=dt.date(2015, 6, 1),
+                    start_time="10:00", mode="Skype", hours=1.0, pathways="Health"))
+                self.bad_rows += 1
+
+    def published(self) -> dict[str, str]:
+        """Item event id -> the event the source connector published for its row."""
+        from sqlalchemy import select
+
+        from connectors.mals.schema import hub_outbox
+
+        with self.engine.connect() as conn:
+            sent = {(r.source_table, r.row_id): r.event_id for r in conn.execute(
+                select(hub_outbox).where(hub_outbox.c.event_id.is_not(None)))}  # fmt: skip
+        return {item: sent[row] for item, row in self.rows.items() if row in sent}
+
+    def outbox(self) -> tuple[int, int, int]:
+        """Outbox rows: all, sent, failed (each failure's reason is in ``hub_outbox.error``)."""
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            return tuple(conn.execute(text(  # type: ignore[return-value]
+                "SELECT count(*), count(sent_at), count(error) FROM hub_outbox")).one())
+
+    def referrals(self) -> list[dict[str, Any]]:
+        """MALS' referrals table, as the sink filled it."""
+        from sqlalchemy import select
+
+        from connectors.mals.schema import referrals
+
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(
+                select(referrals).order_by(referrals.c.referral_id))]  # fmt: skip
+
+
 # -- the HTTP ingest API, served in this process -------------------------------------------------
 
 
@@ -327,10 +442,14 @@ class FeedReport:
     requests: int = 0
     bad_rows: int = 0
     id_map: dict[str, str] = field(default_factory=dict)  # generator's event id -> published
+    mals_source: tuple[int, int, int] = (0, 0, 0)  # outbox rows: all, sent, failed
+    mals_sink: dict[str, int] = field(default_factory=dict)  # sink outcomes
+    mals_referrals: list[dict[str, Any]] = field(default_factory=list)  # MALS' referrals table
 
     @property
     def events(self) -> int:
-        return sum(s.events for s in self.summaries.values()) + sum(self.posted.values())
+        return (sum(s.events for s in self.summaries.values()) + sum(self.posted.values())
+                + self.mals_source[1])  # fmt: skip
 
 
 CONNECTOR_NAMES = ("police", "prison", "probation-crc", "probation-nps")
@@ -339,7 +458,8 @@ CONNECTOR_NAMES = ("police", "prison", "probation-crc", "probation-nps")
 class PartnerFeeds:
     """Writes each wave's partner files, runs the connectors and posts the rest."""
 
-    def __init__(self, settings: Settings, sink: Any, ingest_url: str, tokens: Any) -> None:
+    def __init__(self, settings: Settings, sink: Any, ingest_url: str, tokens: Any,
+                 mals: MalsDesk) -> None:  # fmt: skip
         from connectors import connector
         from connectors.framework import Ledger, build_publisher
 
@@ -359,6 +479,12 @@ class PartnerFeeds:
                 spec, settings.bootstrap_servers, settings.registry_url or "",
                 settings.topic_prefix, sink=sink)  # fmt: skip
         self.ingest_url, self.tokens = ingest_url, tokens
+        from connectors.mals.source import OutboxSource
+        from connectors.mals.source import build_publisher as mals_publisher
+
+        self.mals = mals
+        self.mals_source = OutboxSource(mals.engine, mals_publisher(
+            settings.bootstrap_servers, settings.registry_url or "", settings.topic_prefix))
         self._tokens: dict[str, str] = {}
         self._bad_done: set[str] = set()
 
@@ -400,9 +526,19 @@ class PartnerFeeds:
                     "export": {"system": "probation-case", "provider": name[-3:].upper()},
                     "events": docs})  # fmt: skip
                 lines.append(self._run(name, path))
+        if by.get("mals-source"):
+            self.mals.record(by["mals-source"], self._bad("mals-source"))
+            before = vars(self.mals_source.stats).copy()
+            stats = self.mals_source.run(lambda: False, once=True)
+            sent = stats.published - before["published"]
+            failed = stats.failed - before["failed"]
+            self.report.mals_source = self.mals.outbox()
+            self.report.id_map.update(self.mals.published())
+            lines.append(f"{'mals-source':<14} MALS' database {self.mals.path.name}: "
+                         f"{sent + failed} outbox rows, {sent} published, {failed} failed")
         if by.get("http"):
             lines.append(self._post(number, by["http"]))
-        self.report.bad_rows = self.files.bad_rows
+        self.report.bad_rows = self.files.bad_rows + self.mals.bad_rows
         for item in items:  # the event each connector published for the generator's item
             found = self.files.entity.get(item.event_id)
             if found:
