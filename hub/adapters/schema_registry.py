@@ -27,9 +27,11 @@ _UNREACHABLE = _transport_errors()
 
 
 class HttpSchemaRegistry:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, retries: int = 3) -> None:
+        """``retries``: attempts after the first on a transport error (the stock client backs
+        off exponentially from one second between them)."""
         self.url = url.rstrip("/")
-        self._client = SchemaRegistryClient({"url": self.url})
+        self._client = SchemaRegistryClient({"url": self.url, "max.retries": retries})
         self._by_id: dict[int, str] = {}
 
     def register(self, subject: str, schema: str) -> int:

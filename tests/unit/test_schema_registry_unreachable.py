@@ -30,4 +30,4 @@ def closed_url() -> str:
 )
 def test_unreachable_registry_is_an_infra_error(closed_url: str, call) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InfraError, match=f"registry {closed_url} is unreachable"):
-        call(HttpSchemaRegistry(closed_url))
+        call(HttpSchemaRegistry(closed_url, retries=0))
