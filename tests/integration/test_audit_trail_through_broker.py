@@ -210,7 +210,7 @@ def trail(kafka_bootstrap: str, registry_url: str, codec: Any,
         run_materialiser(
             bootstrap=kafka_bootstrap, topic=topics.audit, store=store,
             signer=load_signer(bootstrap.keys_dir(settings)), should_stop=lambda: False,
-            checkpoint_every=500, idle_stop_s=2.0,
+            checkpoint_every=500, idle_stop_s=1.0,
         )  # fmt: skip
     logs += "\n".join(json.dumps(event, default=str) for event in captured)
     entries = list(store.iter_entries())
@@ -337,7 +337,7 @@ def test_au8_each_entry_kind_carries_who_what_when_and_why(trail: Trail) -> None
 def _audit_segments(trail: Trail, basetemp: Path) -> bytes:
     """The bytes of ``hub.audit``'s log segments on the session broker's disk; where the broker
     is not ours to read (HUB_KAFKA_BOOTSTRAP), every record including aborted ones."""
-    found = sorted(basetemp.glob(f"hub-home*/**/{trail.topics.audit}-0/*.log"))
+    found = sorted(basetemp.glob(f"hub-home*/kafka/data/{trail.topics.audit}-0/*.log"))
     if found:
         return b"".join(path.read_bytes() for path in found)
     records = read_topics(trail.settings.bootstrap_servers, [trail.topics.audit],
@@ -350,12 +350,14 @@ def test_au9_no_canary_in_the_trail_its_topic_or_any_log(
 ) -> None:
     """AU-9: canaries in every free-text sensitive field; a byte scan of the audit table (every
     stored column of every entry and checkpoint), ``hub.audit``'s segments and every log line
-    finds none, while the ingest topics do hold them (the scan would see them)."""
+    (routers, portal, materialiser, the broker's own logs) finds none, while the ingest topics
+    do hold them (the scan would see them)."""
     rows = [repr(tuple(row)) for row in trail.store.entry_rows()]
     rows += [repr(cp) for cp in trail.store.checkpoints()]
     stored = "\n".join(rows).encode()
     segments = _audit_segments(trail, tmp_path_factory.getbasetemp())
-    logs = trail.logs.encode()
+    broker_logs = tmp_path_factory.getbasetemp().glob("hub-home*/kafka/*.log")
+    logs = trail.logs.encode() + b"".join(path.read_bytes() for path in broker_logs)
     ingested = b"".join(
         rec.value or b""
         for rec in read_topics(
