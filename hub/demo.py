@@ -153,15 +153,19 @@ def _bsn(rng: random.Random) -> str:
             return "".join(map(str, digits + [check]))
 
 
-def _codice_fiscale(rng: random.Random, given: str, family: str, born: dt.date) -> str:
+def _codice_fiscale(given: str, family: str, born: dt.date, female: bool) -> str:
+    """A well-formed codice fiscale (Turin's town code L219, a valid check character)."""
+    from connectors.eri import check_character
+
     def consonants(text: str) -> str:
         letters = [c for c in text.upper() if c.isalpha()]
         picked = [c for c in letters if c not in "AEIOU"] + [c for c in letters if c in "AEIOU"]
         return ("".join(picked) + "XXX")[:3]
 
     month = "ABCDEHLMPRST"[born.month - 1]
-    return (f"{consonants(family)}{consonants(given)}{born.year % 100:02d}{month}{born.day:02d}"
-            f"L219{rng.choice('ABCDEFGHJKLMNPQRSTUVWXYZ')}")  # fmt: skip
+    day = born.day + (40 if female else 0)
+    first15 = f"{consonants(family)}{consonants(given)}{born.year % 100:02d}{month}{day:02d}L219"
+    return first15 + check_character(first15)
 
 
 # -- the generated data ----------------------------------------------------------------------------
@@ -237,6 +241,7 @@ class DemoData:
     story: Storylines
     people: dict[str, int]  # region -> how many
     mals_clients: dict[str, dict[str, Any]] = field(default_factory=dict)  # MALS' clients table
+    registers: dict[str, dict[str, Any]] = field(default_factory=dict)  # names in partner files
 
     @property
     def events(self) -> int:
@@ -274,6 +279,7 @@ class Generator:
         self.waves: list[list[Item]] = [[] for _ in WAVES]
         self.story = Storylines()
         self.mals_clients: dict[str, dict[str, Any]] = {}
+        self.registers: dict[str, dict[str, Any]] = {}  # local id -> what only partners' files hold
 
     def add(self, wave: int, item: Item) -> Item:
         self.waves[wave].append(item)
@@ -288,7 +294,7 @@ class Generator:
         for i in range(it):
             self.turin(i)
         return DemoData(self.waves, self.story, {"Knowsley": uk, "The Hague": nl, "Turin": it},
-                        self.mals_clients)  # fmt: skip
+                        self.mals_clients, self.registers)  # fmt: skip
 
     # -- Knowsley ------------------------------------------------------------------------------
     def knowsley(self, i: int) -> None:  # noqa: C901 - one person's history, in order
@@ -709,8 +715,9 @@ class Generator:
         rng = random.Random(f"{self.seed}:it:{i}")
         given, family = rng.choice(IT_GIVEN), rng.choice(IT_FAMILY)
         born = _day("1978-01-01") + dt.timedelta(days=rng.randrange(0, 20 * 365))
-        cf = _codice_fiscale(rng, given, family, born)
+        cf = _codice_fiscale(given, family, born, female=given in ("Giulia", "Elena"))
         participant = f"ERI-2015-{100 + i:04d}"
+        self.registers[participant] = {"nome": given, "cognome": family, "nato": born}
         key = f"it{i}"
         supervised = rng.random() < 0.5
         eri = self.src["eri"]
@@ -970,7 +977,7 @@ def publish_and_route(
         with ingest_server(settings, codec) as (url, tokens):
             reporter.note(f"HTTP ingest API at {url} (one bearer token per agency)")
             mals = MalsDesk(settings, data.mals_clients)
-            feeds = PartnerFeeds(settings, sink, url, tokens, mals)
+            feeds = PartnerFeeds(settings, sink, url, tokens, mals, data.registers)
             try:
                 for number, (title, items) in enumerate(zip(WAVES, data.waves, strict=True),
                                                         start=1):  # fmt: skip

@@ -38,6 +38,11 @@ LONDON = "Europe/London"
 # -- which channel carries an event -----------------------------------------------------------
 
 POLICE_TYPES = ("iom.cohort_entered", "police.priority_score_updated", "police.arrest")
+ERI_TYPES = {  # event type -> tipo_registrazione (lcp.withdrawn has none: the ingest API)
+    "consent.given": "consenso", "lcp.enrolled": "iscrizione", "lcp.session_attended": "presenza",
+    "lcp.completed": "completamento", "lcp.work_experience_started": "tirocinio",
+    "outcome.employment_started": "esito_occupazionale",
+}  # fmt: skip
 PROBATION_TYPES = ("supervision.responsibility_assigned", "referral.created")
 
 
@@ -48,6 +53,8 @@ def channel(item: Item) -> str:
         return "police"
     if agency == "hmp_liverpool" and event_type == "custody.release_scheduled":
         return "prison"
+    if agency == "eri" and event_type in ERI_TYPES:
+        return "eri"
     if agency == "mals" and event_type in MALS_TYPES:
         return "mals-source"
     if agency in ("probation_crc", "probation_nps") and event_type in PROBATION_TYPES:
@@ -134,6 +141,24 @@ def _pnc(record: Mapping[str, Any]) -> str:
     return ""
 
 
+ERI_COLUMNS = (
+    "id_registrazione", "tipo_registrazione", "id_partecipante", "codice_fiscale", "cognome",
+    "nome", "data_di_nascita", "data", "rif_consenso", "ambiti_consenso", "raccolto_da",
+    "modalita", "edizione", "contesto", "sessione", "tema", "fascia", "ore", "datore_di_lavoro",
+    "esito_occupazionale", "attestato", "famiglia_presente", "sessioni_frequentate",
+    "sessioni_totali",
+)  # fmt: skip
+ERI_SCOPES = {"share_with_social_services": "servizi sociali", "share_with_uepe": "UEPE"}
+
+
+def _it(day: dt.date) -> str:
+    return day.strftime("%d/%m/%Y")
+
+
+def _si(flag: Any) -> str:
+    return "" if flag is None else ("sì" if flag else "no")
+
+
 class PartnerFiles:
     """The partners' current exports, built up wave by wave (the police and the prison export
     their whole list every time; the probation case systems export the events since the last
@@ -144,6 +169,7 @@ class PartnerFiles:
         self.directory = directory
         self.police: dict[str, dict[str, str]] = {}  # nominal -> row
         self.prison: dict[str, dict[str, str]] = {}  # booking -> row
+        self.eri: dict[str, dict[str, str]] = {}  # id_registrazione -> row
         self.entity: dict[str, tuple[str, str]] = {}  # item event id -> (channel, entity)
         self.bad_rows = 0
 
@@ -222,6 +248,53 @@ class PartnerFiles:
             self.bad_rows += 1
         return self._csv(name, PRISON_COLUMNS, rows)
 
+    # ERI's participants' register (Turin), Italian headers, from a spreadsheet in Windows-1252
+    def eri_row(self, item: Item, people: Mapping[str, Mapping[str, Any]]) -> None:
+        env, p = item.record["envelope"], _payload(item.record)
+        who = env["subject"]
+        person = people[who["local_id"]]
+        cf = next(i["value"] for i in who["identifiers"] if i["scheme"] == "codice_fiscale")
+        record_id = "REG-" + item.source_key.split(":", 1)[1].replace(":", "-").upper()
+        day = next(p[k] for k in ("given_on", "enrolled_on", "session_date", "completed_on",
+                                  "started_on") if p.get(k))  # fmt: skip
+        row = {"id_registrazione": record_id, "tipo_registrazione": ERI_TYPES[item.event_type],
+               "id_partecipante": who["local_id"], "codice_fiscale": cf,
+               "cognome": person["cognome"], "nome": person["nome"],
+               "data_di_nascita": _it(person["nato"]), "data": _it(day),
+               "edizione": p.get("run_id") or ""}  # fmt: skip
+        if item.event_type == "consent.given":
+            row |= {"rif_consenso": p["consent_id"],
+                    "ambiti_consenso": ", ".join(ERI_SCOPES.get(c, c) for c in p["scopes"]),
+                    "raccolto_da": p["captured_by"], "modalita": "scritto"}  # fmt: skip
+        elif item.event_type == "lcp.enrolled":
+            row["contesto"] = "comunità" if p["setting"] == "community" else "carcere"
+        elif item.event_type == "lcp.session_attended":
+            row |= {"sessione": str(p["session_number"]), "tema": p["theme"],
+                    "fascia": "pomeriggio" if p["period"] == "pm" else "mattina",
+                    "ore": f"{p['duration_minutes'] / 60:g}".replace(".", ",")}  # fmt: skip
+        elif item.event_type == "lcp.completed":
+            row |= {"attestato": _si(p.get("certificate_awarded")),
+                    "famiglia_presente": _si(p.get("family_attended")),
+                    "sessioni_frequentate": str(p["sessions_attended"]),
+                    "sessioni_totali": str(p["sessions_total"])}  # fmt: skip
+        elif item.event_type == "lcp.work_experience_started":
+            row |= {"datore_di_lavoro": p["employer"], "esito_occupazionale": "tirocinio"}
+        else:  # outcome.employment_started
+            row |= {"datore_di_lavoro": p.get("employer") or "",
+                    "esito_occupazionale": p["employment_type"]}  # fmt: skip
+        self.eri[record_id] = row
+        self.entity[item.event_id] = ("eri", f"registrazione/{record_id}")
+
+    def write_eri(self, name: str, bad: bool) -> Path:
+        rows = [self.eri[k] for k in sorted(self.eri)]
+        if bad:  # a codice fiscale copied from another participant's row: the dates disagree
+            first = rows[0]
+            rows.append({**first, "id_registrazione": "REG-ERRATA-1",
+                         "tipo_registrazione": "iscrizione", "data_di_nascita": "01/01/1970",
+                         "contesto": "comunità", "edizione": "LCP-TO-2015-1"})  # fmt: skip
+            self.bad_rows += 1
+        return self._csv(name, ERI_COLUMNS, rows, delimiter=";", encoding="cp1252")
+
     # the probation case systems' event exports
     def probation_docs(self, items: Sequence[Item], bad: bool) -> list[dict[str, Any]]:
         docs = []
@@ -267,10 +340,12 @@ class PartnerFiles:
         path.write_text(json.dumps(body, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
         return path
 
-    def _csv(self, name: str, columns: Sequence[str], rows: Sequence[Mapping[str, str]]) -> Path:
+    def _csv(self, name: str, columns: Sequence[str], rows: Sequence[Mapping[str, str]],
+             delimiter: str = ",", encoding: str = "utf-8") -> Path:  # fmt: skip
         path = self.directory / name
-        with path.open("w", encoding="utf-8", newline="") as out:
-            writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore")
+        with path.open("w", encoding=encoding, newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=list(columns), extrasaction="ignore",
+                                    delimiter=delimiter)  # fmt: skip
             writer.writeheader()
             writer.writerows(rows)
         return path
@@ -452,14 +527,14 @@ class FeedReport:
                 + self.mals_source[1])  # fmt: skip
 
 
-CONNECTOR_NAMES = ("police", "prison", "probation-crc", "probation-nps")
+CONNECTOR_NAMES = ("police", "prison", "probation-crc", "probation-nps", "eri")
 
 
 class PartnerFeeds:
     """Writes each wave's partner files, runs the connectors and posts the rest."""
 
     def __init__(self, settings: Settings, sink: Any, ingest_url: str, tokens: Any,
-                 mals: MalsDesk) -> None:  # fmt: skip
+                 mals: MalsDesk, registers: Mapping[str, Mapping[str, Any]]) -> None:  # fmt: skip
         from connectors import connector
         from connectors.framework import Ledger, build_publisher
 
@@ -483,6 +558,7 @@ class PartnerFeeds:
         from connectors.mals.source import build_publisher as mals_publisher
 
         self.mals = mals
+        self.registers = registers
         self.mals_source = OutboxSource(mals.engine, mals_publisher(
             settings.bootstrap_servers, settings.registry_url or "", settings.topic_prefix))
         self._tokens: dict[str, str] = {}
@@ -526,6 +602,11 @@ class PartnerFeeds:
                     "export": {"system": "probation-case", "provider": name[-3:].upper()},
                     "events": docs})  # fmt: skip
                 lines.append(self._run(name, path))
+        if by.get("eri"):
+            for item in by["eri"]:
+                self.files.eri_row(item, self.registers)
+            path = self.files.write_eri(f"{number}-eri-registro.csv", self._bad("eri"))
+            lines.append(self._run("eri", path))
         if by.get("mals-source"):
             self.mals.record(by["mals-source"], self._bad("mals-source"))
             before = vars(self.mals_source.stats).copy()
