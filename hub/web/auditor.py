@@ -106,16 +106,10 @@ def _time(text: str, name: str, *, start: bool = False) -> datetime | None:
     return query.parse_since(text, name) if start else query.parse_when(text, name)
 
 
-def _choice(value: str, name: str, allowed: tuple[str, ...] | frozenset[str]) -> str | None:
-    if not value:
-        return None
-    if value not in allowed:
-        raise InputError(f"{name} {value!r} (expected one of {', '.join(sorted(allowed))})")
-    return value
-
-
 def _format(value: str) -> str:
-    return _choice(value, "format", FORMATS) or "html"
+    if value not in FORMATS:
+        raise InputError(f"format {value!r} (expected one of {', '.join(FORMATS)})")
+    return value
 
 
 def _csv(name: str, data: reports.Table) -> Response:
@@ -170,7 +164,7 @@ def add_auditor_routes(
         return render(
             request, page, title=title, sections=sections, facts=facts, note=note,
             params=request.query_params, generated_at=format_at(now()),
-            generated_by=user.username,
+            generated_by=user.username, kinds=sorted(KINDS),
             csv_link=f"{request.url.path}?{_with_format(query_string, 'csv')}",
             print_link=f"{request.url.path}?{_with_format(query_string, 'print')}",
         )  # fmt: skip

@@ -112,6 +112,8 @@ def test_search_by_subject_and_decision_shows_the_deny_and_records_the_query(
     })  # fmt: skip
 
     assert page.status_code == 200
+    assert "<option selected>deny</option>" in page.text  # the form keeps what was asked
+    assert "<option>published</option>" in page.text
     entries = _table(page.text, "entries")
     assert "no clause permits iom.cohort_entered from police to mals" in entries
     assert entries.count("<tr>") == 2  # the header and the one deny
