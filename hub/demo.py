@@ -695,11 +695,11 @@ class Generator:
             "plan_id": f"SHP-{100 + i:04d}", "case_id": case_id, "held_on": reviewed,
             "tasks": [{**t, "status": rng.choice(("achieved", "in_progress"))} for t in tasks],
             "notes": "Good progress; the family is engaging"}))  # fmt: skip
-        if rng.random() < 0.3:
+        if i == 2 or rng.random() < 0.3:  # S9: the Mayor's area ban
             issued = agreed + dt.timedelta(days=2)
             district = rng.choice(NL_DISTRICTS)
             self.add(AFTER, self.src["hague_municipality"].event(
-                "mayor.order_issued", f"{key}:order", subject(bsn, "bsn", bsn=bsn),
+                "mayor.order_issued", f"{key}:order", who,
                 _at(issued, 16), {
                     "order_id": f"BURG-2015-{i:04d}", "order_type": "area_ban",
                     "issued_on": issued, "issued_by": "Burgemeester van Den Haag",

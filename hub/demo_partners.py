@@ -43,6 +43,19 @@ ERI_TYPES = {  # event type -> tipo_registrazione (lcp.withdrawn has none: the i
     "lcp.completed": "completamento", "lcp.work_experience_started": "tirocinio",
     "outcome.employment_started": "esito_occupazionale",
 }  # fmt: skip
+SH_TYPES = {  # event type -> soort (the Safety House case system's registrations)
+    "sh.case_reported": "casusmelding", "sh.screening_completed": "screening",
+    "sh.case_conference_held": "casusoverleg", "sh.action_plan_agreed": "plan_van_aanpak",
+    "sh.review_held": "voortgangsoverleg", "mayor.order_issued": "burgemeestersmaatregel",
+}  # fmt: skip
+# (a restricted programme's records, S19, are not in the case system's export: its team would
+# send them through the ingest API, which is where the router refuses them)
+NL_ORGS = {"nl_police": "politie", "nl_probation": "reclassering", "nl_prosecutor": "OM",
+           "hague_municipality": "OOV", "hague_aftercare": "nazorg", "nl_housing": "wonen",
+           "nl_health": "GGZ", "safety_house": "veiligheidshuis"}  # fmt: skip
+NL_NEEDS = {"nl_sh_drugs_dependency": "verslaving", "nl_sh_housing": "wonen",
+            "nl_sh_domestic_violence": "huiselijk geweld", "nl_sh_children": "kinderen"}
+NL_STATUS = {"planned": "gepland", "in_progress": "bezig", "achieved": "behaald"}
 PROBATION_TYPES = ("supervision.responsibility_assigned", "referral.created")
 
 
@@ -55,6 +68,11 @@ def channel(item: Item) -> str:
         return "prison"
     if agency == "eri" and event_type in ERI_TYPES:
         return "eri"
+    if agency == "safety_house" and event_type in SH_TYPES and not item.record["envelope"].get(
+            "sensitivity") == "restricted-programme":
+        return "safety-house"
+    if agency == "hague_municipality" and event_type == "mayor.order_issued":
+        return "hague-municipality"
     if agency == "mals" and event_type in MALS_TYPES:
         return "mals-source"
     if agency in ("probation_crc", "probation_nps") and event_type in PROBATION_TYPES:
@@ -295,6 +313,74 @@ class PartnerFiles:
             self.bad_rows += 1
         return self._csv(name, ERI_COLUMNS, rows, delimiter=";", encoding="cp1252")
 
+    # the Safety House case system's registrations, Dutch keys
+    def sh_doc(self, item: Item) -> dict[str, Any]:
+        env, p = item.record["envelope"], _payload(item.record)
+        soort = SH_TYPES[item.event_type]
+        number = "VH-R-" + item.source_key.split(":", 1)[1].replace(":", "-").upper()
+        file_id = item.extra.get("file_id") or env["subject"]["local_id"]
+        doc: dict[str, Any] = {"soort": soort, "registratienummer": number,
+                               "dossiernummer": file_id, "casusnummer": p.get("case_id")}
+
+        def nl(day: Any) -> str | None:
+            return day.strftime("%d-%m-%Y") if day else None
+
+        def yn(flag: Any) -> str:
+            return "ja" if flag else "nee"
+
+        def tasks(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+            return [{"taaknummer": t["task_id"], "organisatie": NL_ORGS[t["organisation"]],
+                     "omschrijving": t.get("description"), "deadline": nl(t.get("due_date")),
+                     "status": NL_STATUS.get(t.get("status") or "", t.get("status"))}
+                    for t in items]  # fmt: skip
+
+        if soort == "casusmelding":
+            doc |= {"meldingsdatum": nl(p["reported_on"]),
+                    "melder": NL_ORGS[p["reported_by_org"]], "reden": p.get("reason"),
+                    "leefgebieden": [NL_NEEDS[n] for n in p.get("needs") or ()],
+                    "gezinszaak": yn(p.get("family_case")), "gemeente": "Den Haag"}  # fmt: skip
+        elif soort == "screening":
+            doc |= {"screeningsdatum": nl(p["screened_on"]), "complex": yn(p["complex_case"]),
+                    "inbreng_reclassering": yn(p["probation_input"]),
+                    "geaccepteerd": yn(p["accepted"]),
+                    "programma": {"adult": "volwassenen", "domestic_violence": "huiselijk geweld"}
+                    .get(p["programme"], p["programme"]),
+                    "procesregisseur": p.get("process_manager"), "notities": p.get("notes")}
+        elif soort == "casusoverleg":
+            doc |= {"overlegnummer": p["conference_id"], "datum": nl(p["held_on"]),
+                    "voorzitter": p.get("chair"),
+                    "aanwezig": [NL_ORGS[o] for o in p["partners_present"]],
+                    "mondeling_besproken": yn(p.get("discussed_verbally"))}  # fmt: skip
+        elif soort == "plan_van_aanpak":
+            doc |= {"plannummer": p["plan_id"], "datum": nl(p["agreed_on"]),
+                    "termijn": {"short_term": "kort", "long_term": "lang",
+                                "pre_release": "voor vrijlating"}[p["term"]],
+                    "aanpak": {"treatment": "zorg", "punishment": "straffen",
+                               "treatment_with_conditional_punishment": "zorg met drang"}[
+                                   p["approach"]],
+                    "regievoerder": NL_ORGS[p["lead_org"]], "doelen": p.get("goals"),
+                    "taken": tasks(p["tasks"]), "evaluatiedatum": nl(p.get("review_date"))}
+        elif soort == "voortgangsoverleg":
+            doc |= {"plannummer": p["plan_id"], "datum": nl(p["held_on"]),
+                    "taken": tasks(p["tasks"]), "notities": p.get("notes")}  # fmt: skip
+        else:  # burgemeestersmaatregel, the Mayor's order (recorded by OOV)
+            doc |= {"maatregelnummer": p["order_id"], "maatregel": "gebiedsverbod",
+                    "besluitdatum": nl(p["issued_on"]), "besloten_door": p["issued_by"],
+                    "grondslag": p["legal_basis"], "geldig_van": nl(p["valid_from"]),
+                    "geldig_tot": nl(p["valid_until"]), "gebied": p["area_name"],
+                    "gebied_geometrie": p.get("area_geometry"),
+                    "beschermde_partij": p.get("protected_party_ref")}  # fmt: skip
+        self.entity[item.event_id] = (channel(item), f"{soort}/{number}")
+        return {k: v for k, v in doc.items() if v not in (None, "", [])}
+
+    def sh_bad(self) -> dict[str, Any]:
+        """A screening saved without its 'complex' answer."""
+        self.bad_rows += 1
+        return {"soort": "screening", "registratienummer": "VH-R-ONVOLLEDIG-1",
+                "dossiernummer": "SH-2015-0999", "casusnummer": "SHC-2015-0999",
+                "screeningsdatum": "02-03-2015", "inbreng_reclassering": "nee",
+                "geaccepteerd": "ja", "programma": "volwassenen"}  # fmt: skip
+
     # the probation case systems' event exports
     def probation_docs(self, items: Sequence[Item], bad: bool) -> list[dict[str, Any]]:
         docs = []
@@ -527,7 +613,8 @@ class FeedReport:
                 + self.mals_source[1])  # fmt: skip
 
 
-CONNECTOR_NAMES = ("police", "prison", "probation-crc", "probation-nps", "eri")
+CONNECTOR_NAMES = ("police", "prison", "probation-crc", "probation-nps", "eri", "safety-house",
+                   "hague-municipality")  # fmt: skip
 
 
 class PartnerFeeds:
@@ -607,6 +694,15 @@ class PartnerFeeds:
                 self.files.eri_row(item, self.registers)
             path = self.files.write_eri(f"{number}-eri-registro.csv", self._bad("eri"))
             lines.append(self._run("eri", path))
+        sh = [i for i in items if channel(i) in ("safety-house", "hague-municipality")]
+        if sh:  # one export of the day's registrations; each part's connector reads it
+            docs = [self.files.sh_doc(i) for i in sh]
+            if self._bad("safety-house"):
+                docs.append(self.files.sh_bad())
+            path = self.files.write_json(f"{number}-veiligheidshuis-registraties.json",
+                                         {"registraties": docs})  # fmt: skip
+            for name in ("safety-house", "hague-municipality"):
+                lines.append(self._run(name, path))
         if by.get("mals-source"):
             self.mals.record(by["mals-source"], self._bad("mals-source"))
             before = vars(self.mals_source.stats).copy()
