@@ -80,7 +80,9 @@ def broker_start(
 
     s = bootstrap.settings()
     if s.kafka_bootstrap:
-        if not broker.answers_metadata(s.kafka_bootstrap, timeout=10):
+        from hub.adapters.kafka import security_config
+
+        if not broker.answers_metadata(s.kafka_bootstrap, timeout=10, security=security_config()):
             raise InfraError(f"HUB_KAFKA_BOOTSTRAP={s.kafka_bootstrap} does not answer")
         typer.echo(f"using the existing cluster at {s.kafka_bootstrap} (HUB_KAFKA_BOOTSTRAP)")
         return

@@ -39,6 +39,7 @@ from confluent_kafka.admin import (
     ResourceType,
     ScramCredentialInfo,
     ScramMechanism,
+    UserScramCredentialAlteration,
     UserScramCredentialDeletion,
     UserScramCredentialUpsertion,
 )
@@ -161,9 +162,10 @@ def _grant(binding: AclBinding) -> Grant | None:
 
 
 def _principal_filter(principal: str | None) -> AclBindingFilter:
+    """Every ACL (of ``principal``); None matches anything (the stubs say str)."""
     return AclBindingFilter(
-        ResourceType.ANY, None, ResourcePatternType.ANY,
-        None if principal is None else f"User:{principal}", None,
+        ResourceType.ANY, None, ResourcePatternType.ANY,  # type: ignore[arg-type]
+        None if principal is None else f"User:{principal}", None,  # type: ignore[arg-type]
         AclOperation.ANY, AclPermissionType.ANY,
     )  # fmt: skip
 
@@ -185,10 +187,6 @@ class ProvisionReport:
     acls_deleted: int = 0
     acls_kept: int = 0
     revoked: list[str] = field(default_factory=list)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.users_created or self.acls_created or self.acls_deleted or self.revoked)
 
 
 def revoked_path(home: Path) -> Path:
@@ -227,6 +225,7 @@ class AclAdmin:
             return set()
         found = set()
         futures = self.admin.describe_user_scram_credentials(wanted, request_timeout=self.timeout)
+        assert isinstance(futures, dict)  # one future per user when users are named
         for user, future in futures.items():
             try:
                 description = future.result(self.timeout)
@@ -256,7 +255,7 @@ class AclAdmin:
             report.revoked.append(gone)
 
         on_broker = self.scram_users(wanted)
-        upserts = []
+        upserts: list[UserScramCredentialAlteration] = []
         for principal in sorted(wanted):
             password, created = credentials.ensure(principal)
             if created or principal not in on_broker:
