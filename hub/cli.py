@@ -39,6 +39,8 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(router_app, name="router")
 app.add_typer(audit_app, name="audit")
+identity_app = typer.Typer(no_args_is_help=True, help="Who is who: candidates, links, unlinks.")
+app.add_typer(identity_app, name="identity")
 
 
 # -- broker ------------------------------------------------------------------------------------
@@ -759,6 +761,136 @@ def subject_erase(
     )
     typer.echo(f"erased: {done.keys_destroyed} keys destroyed, {done.retractions} retractions to "
                f"{', '.join(done.audiences) or 'no audience'}")  # fmt: skip
+
+
+# -- identity ----------------------------------------------------------------------------------
+
+
+def _identity_publisher(s, agency: str):  # type: ignore[no-untyped-def]
+    from hub.adapters.kafka import SafeProducer, producer_config
+    from hub.publisher import Publisher
+
+    agreements = bootstrap.agreements()
+    if not agreements.has_agency(agency):
+        raise typer.BadParameter(
+            f"{agency!r} is not in policies/agencies.yaml", param_hint="--agency"
+        )
+    return Publisher(
+        agency=agency, source_system="hub-identity",
+        jurisdiction=agreements.agency(agency).jurisdiction, codec=bootstrap.codec(s),
+        sink=SafeProducer(producer_config(s.bootstrap_servers)), topics=bootstrap.topics(s),
+    )  # fmt: skip
+
+
+def _identity_records(s):  # type: ignore[no-untyped-def]
+    from hub.adapters.identity_topic import read_records
+
+    return read_records(s.bootstrap_servers, bootstrap.topics(s).identity, bootstrap.codec(s))
+
+
+def _now():  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    return dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+
+@identity_app.command("candidates")
+def identity_candidates() -> None:
+    """Open candidate pairs (same date of birth, similar names): confirm or reject each."""
+    from hub.identitytool import open_candidates
+
+    proposals = open_candidates(_identity_records(bootstrap.settings()))
+    for p in proposals:
+        score = f"{p.similarity:.2f}" if p.similarity is not None else "-"
+        typer.echo(f"{p.candidate_id}  {'|'.join(p.left)}  ~  {'|'.join(p.right)}  name {score}")
+    typer.echo(f"{len(proposals)} open candidate(s)")
+
+
+def _decide(candidate: str, agency: str, by: str, reason: str | None, confirm: bool) -> None:
+    from hub.adapters.identity_topic import append
+    from hub.identitytool import decide
+
+    s = bootstrap.settings()
+    publisher = _identity_publisher(s, agency)
+    topic = bootstrap.topics(s).identity
+    decision = decide(
+        _identity_records(s), candidate, confirm=confirm, publisher=publisher,
+        append=lambda r: append(s.bootstrap_servers, topic, publisher.codec, r), by=by,
+        reason=reason, now=_now(),
+    )  # fmt: skip
+    link = decision["link_event_id"]
+    typer.echo(f"{decision['decision']}: {candidate}" + (f" (link event {link})" if link else ""))
+
+
+@identity_app.command("confirm")
+def identity_confirm(
+    candidate: str = typer.Argument(..., help="candidate id (hub identity candidates)"),
+    agency: str = typer.Option(..., "--agency", help="the deciding user's agency"),
+    by: str = typer.Option(..., "--by", help="the deciding user"),
+    reason: str = typer.Option(None, "--reason"),
+) -> None:
+    """The two records are one person: publish the link; the router merges and views follow."""
+    _decide(candidate, agency, by, reason, confirm=True)
+
+
+@identity_app.command("reject")
+def identity_reject(
+    candidate: str = typer.Argument(...),
+    agency: str = typer.Option(..., "--agency"),
+    by: str = typer.Option(..., "--by"),
+    reason: str = typer.Option(None, "--reason"),
+) -> None:
+    """The two records are different people: record the decision (nothing is linked)."""
+    _decide(candidate, agency, by, reason, confirm=False)
+
+
+@identity_app.command("link")
+def identity_link(
+    scheme: str = typer.Option(..., "--scheme"),
+    value: str = typer.Option(..., "--id"),
+    to_scheme: str = typer.Option(..., "--to-scheme"),
+    to_value: str = typer.Option(..., "--to-id"),
+    agency: str = typer.Option(..., "--agency"),
+    by: str = typer.Option(..., "--by"),
+    reason: str = typer.Option(None, "--reason"),
+) -> None:
+    """Two identifiers are one person (a person.identifier_linked the router applies)."""
+    from hub.identitytool import link_event
+
+    s = bootstrap.settings()
+    publisher = _identity_publisher(s, agency)
+    now = _now()
+    record = link_event(
+        publisher, by=by, left=(scheme, value), right=(to_scheme, to_value), reason=reason,
+        key=f"{scheme}:{value}|{to_scheme}:{to_value}|{now.isoformat()}", now=now,
+    )  # fmt: skip
+    publisher.flush()
+    typer.echo(f"link event {record['envelope']['event_id']}")
+
+
+@identity_app.command("unlink")
+def identity_unlink(
+    agency: str = typer.Option(..., "--agency"),
+    by: str = typer.Option(..., "--by"),
+    reason: str = typer.Option("mislinked_record", "--reason", help="a correction_reasons code"),
+    scheme: str = typer.Option(None, "--scheme", help="identifier linked to the wrong person"),
+    value: str = typer.Option(None, "--id"),
+    event: str = typer.Option(None, "--event", help="event attached to the wrong person"),
+    relinked: str = typer.Option(None, "--relinked-local-id"),
+    notes: str = typer.Option(None, "--notes"),
+) -> None:
+    """A wrong link (S8): split the subject, or retract an event from everyone who got it."""
+    from hub.identitytool import unlink_event
+
+    s = bootstrap.settings()
+    publisher = _identity_publisher(s, agency)
+    identifier = (scheme, value) if scheme and value else None
+    record = unlink_event(
+        publisher, by=by, reason=reason, identifier=identifier, event_id=event,
+        relinked_local_id=relinked, notes=notes, now=_now(),
+    )  # fmt: skip
+    publisher.flush()
+    typer.echo(f"unlink event {record['envelope']['event_id']}")
 
 
 # -- benchmarks --------------------------------------------------------------------------------

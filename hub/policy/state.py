@@ -855,12 +855,13 @@ def _link_retracted(s: StateLogic, e: Mapping[str, Any], c: _Change) -> None:
     link_event = s._link_event(key)
     s._delete_link(key)
     # Which subject merged into the holder does the wrong link undo? The one the identifier
-    # came with, or else the ones the event that linked the identifier merged in.
+    # came with; else (the identifier is the holder's own) the ones the event that last linked
+    # it merged in; else every subject merged into the holder.
     keys = [r for r in s._intervals("merged_key", holder) if r.end is None and r.void_seq is None]
     merges = [r for r in s._intervals("merge", holder) if r.end is None and r.void_seq is None]
     sides = {r.value for r in keys if r.key == key}
     if not sides:
-        sides = {r.key for r in merges if r.value == link_event}
+        sides = {r.key for r in merges if r.value == link_event} or {r.key for r in merges}
     at = c.occurred
     for side in sorted(sides):
         for row in keys:

@@ -179,11 +179,13 @@ def _police_and_prison(router: Router, codec: Any) -> None:
         assert _dlq_reason(_process(router, codec, _event(f"pp{i}", spec))) is None
 
 
-def _link(name: str, retract: bool = False) -> dict[str, Any]:
+def _link(name: str, retract: bool = False, unlinked: tuple[str, str] | None = None
+          ) -> dict[str, Any]:  # fmt: skip
     spec: dict[str, Any] = {"from": "police", "subject": "jordan", "at": "2015-02-10T09:00:00Z"}
     if retract:
+        scheme, value = unlinked or ("prison_number", "A7777JJ")
         return _event(name, {**spec, "type": "record.link_retracted", "payload": {
-            "identifier_scheme": "prison_number", "identifier_value": "A7777JJ",
+            "identifier_scheme": scheme, "identifier_value": value,
             "retracted_event_id": None, "reason": "mislinked_record", "retracted_by": "u1"}})
     return _event(name, {**spec, "type": "person.identifier_linked", "payload": {
         "identifier_scheme": "prison_number", "identifier_value": "A7777JJ",
@@ -211,7 +213,13 @@ def test_a_link_merges_two_subjects_and_every_audience_is_told_how_it_knew_them(
             assert record["envelope"]["source_agency"] == "hub"
 
 
-def test_an_unlink_retracts_the_merge_records(router: Router, codec: Any) -> None:
+@pytest.mark.parametrize(
+    "unlinked", [("prison_number", "A7777JJ"), ("police_nominal_id", "MP-77")],
+    ids=["the-linked-identifier", "the-other-side"],
+)
+def test_an_unlink_retracts_the_merge_records(
+    router: Router, codec: Any, unlinked: tuple[str, str]
+) -> None:
     _police_and_prison(router, codec)
     linked = _process(router, codec, _link("link"))
     merges = {
@@ -225,7 +233,7 @@ def test_an_unlink_retracts_the_merge_records(router: Router, codec: Any) -> Non
     }
     assert merges
 
-    outputs = _process(router, codec, _link("unlink", retract=True))
+    outputs = _process(router, codec, _link("unlink", retract=True, unlinked=unlinked))
 
     retracted = {
         (T.deliver(a), r["retracted_event_id"])
