@@ -30,8 +30,9 @@ test: jars
 test-fast: install
 	$(BIN)/pytest -q -m 'not kafka'
 
+# `make demo DEMO_ARGS=--no-serve` stops after the report (CI); `DEMO_ARGS="--size 40"` is quicker.
 demo: jars
-	$(BIN)/hub demo
+	$(BIN)/hub demo $(DEMO_ARGS)
 
 broker-stop: install
 	$(BIN)/hub broker stop

@@ -211,8 +211,10 @@ class Storylines:
     s1_name: str = ""
     s1_release: str = ""  # custody.released of the S1 person
     s1_ids: dict[str, str] = field(default_factory=dict)  # scheme -> local id
+    s1_mentor: str = ""  # the volunteer mentor who meets S1's person at the gate
     s3_name: str = ""
     s3_referral: str = ""  # referral.created (NPS -> MALS) with MAPPA notes
+    s3_referral_id: str = ""  # the NPS's own reference for it
     s7_name: str = ""
     s7_ids: dict[str, str] = field(default_factory=dict)
     s7_withdrawal: str = ""
@@ -408,6 +410,7 @@ class Generator:
                 sensitivity="mappa" if mappa else "standard"))  # fmt: skip
             if i == 1:
                 self.story.s3_name, self.story.s3_referral = name, referral.event_id
+                self.story.s3_referral_id = referral_id
             screened = referred_on + dt.timedelta(days=3)
             self.add(RESPONSES, mals.event("referral.screened", f"{key}:screened", mals_who,
                                    _at(screened, 15), {
@@ -520,6 +523,7 @@ class Generator:
                     "supervision_end_date": release + dt.timedelta(days=365)}))  # fmt: skip
             if i == 0:
                 self.story.s1_name, self.story.s1_release = name, released.event_id
+                self.story.s1_mentor = mentor_id
                 self.story.s1_ids = dict(ids)
             assessed = release + dt.timedelta(days=rng.randrange(20, 45))
             self.add(FACTS, probation.event("assessment.risk_of_harm", f"{key}:rosh",
@@ -1441,8 +1445,71 @@ def print_report(console: Any, result: DemoResult, *, broker: str, home: Path,
     console.print(f"[dim]demo finished in {result.seconds:.0f} s (after the broker was up)[/]")
 
 
-def main(size: int = DEFAULT_SIZE, seed: int = SEED) -> int:
-    """``hub demo``: returns the exit code (3 when the audit trail does not verify)."""
+@dataclass(frozen=True)
+class DemoUser:
+    username: str
+    password: str
+    audience: str
+    role: str
+    who: str
+    mentor_id: str | None = None
+
+
+def demo_users(story: Storylines) -> list[DemoUser]:
+    """One sign-in per kind of reader (``hub web add-user`` for each); demo passwords only."""
+    return [
+        DemoUser("iom.officer", "demo-iom-officer", "police.iom", "practitioner",
+                 "a Merseyside Police IOM officer"),
+        DemoUser("kmbc.coordinator", "demo-kmbc-coordinator", "kmbc", "practitioner",
+                 "KMBC's IOM co-ordinator"),
+        DemoUser("mals.coordinator", "demo-mals-coordinator", "mals", "practitioner",
+                 "a MALS coordinator"),
+        DemoUser("mals.mentor", "demo-mals-mentor", "mals.mentor", "mentor",
+                 f"a MALS volunteer mentor ({story.s1_mentor}, {story.s1_name}'s)",
+                 story.s1_mentor or "MENTOR-01"),
+        DemoUser("sh.processmanager", "demo-safety-house", "safety_house", "practitioner",
+                 "a Safety House process manager (The Hague)"),
+        DemoUser("eri.coordinator", "demo-eri-coordinator", "eri", "practitioner",
+                 "an ERI coordinator (Turin)"),
+        DemoUser("auditor", "demo-hub-auditor", "hub", "auditor", "the hub's auditor"),
+    ]  # fmt: skip
+
+
+def create_demo_users(settings: Settings, story: Storylines) -> list[DemoUser]:
+    """The demo's portal users in ``HUB_HOME/web/users.db`` of the run."""
+    from hub.web import WebConfig
+    from hub.web.users import open_user_store
+
+    config = WebConfig.from_settings(settings)
+    (settings.home / "web").mkdir(parents=True, exist_ok=True)
+    store = open_user_store(config.users_url)
+    users = demo_users(story)
+    for u in users:
+        store.add(u.username, u.audience, u.role, u.password, u.mentor_id)
+    return users
+
+
+def serve_portal(console: Any, settings: Settings, story: Storylines, port: int) -> None:
+    """``hub web serve`` in this process until Ctrl-C, with the demo's sign-ins printed."""
+    import uvicorn
+
+    from hub.web import WebConfig, create_app
+
+    users = create_demo_users(settings, story)
+    console.print()
+    console.print(f"[bold]The portal[/]: http://127.0.0.1:{port}/  (Ctrl-C stops it; the views "
+                  "stay under the run directory)", highlight=False)  # fmt: skip
+    for u in users:
+        console.print(f"  {u.username:<18} password {u.password:<22} {u.who} ({u.audience})",
+                      highlight=False)  # fmt: skip
+    config = WebConfig.from_settings(settings)
+    uvicorn.run(create_app(config), host="127.0.0.1", port=port, server_header=False,
+                log_config=None, access_log=False)  # fmt: skip
+
+
+def main(size: int = DEFAULT_SIZE, seed: int = SEED, serve: bool = True, port: int = 8080) -> int:
+    """``hub demo``: returns the exit code (3 when the audit trail does not verify). With
+    ``serve``, the portal then runs on ``port`` until Ctrl-C."""
     import os
     from contextlib import ExitStack
 
@@ -1488,5 +1555,10 @@ def main(size: int = DEFAULT_SIZE, seed: int = SEED) -> int:
             reporter.note(f"{url}, schemas stored in {settings.hub_database_url}")
         reporter.note(f"this run: {run_home}, topic prefix {prefix}")
         result = run_demo(settings, size=size, seed=seed, reporter=reporter)
-    print_report(console, result, broker=where, home=base.home, stop_hint=stop_hint)
+        print_report(console, result, broker=where, home=base.home, stop_hint=stop_hint)
+        if serve and result.audit_ok:
+            try:
+                serve_portal(console, result.settings, result.data.story, port)
+            except KeyboardInterrupt:
+                pass
     return 0 if result.audit_ok else 3

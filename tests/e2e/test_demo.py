@@ -1,6 +1,8 @@
 """``hub demo`` end to end, headless, against the session broker: a small run of the demo's own
-fictional data through the Publisher, the router, the audit materialiser and six view consumers,
-then checks on what each audience's view holds and on the audit trail."""
+fictional data written as each partner's export and pushed through the partners' connectors (the
+rest through the HTTP ingest API), the router, the MALS sink, the audit materialiser and six view
+consumers; then checks on the connectors' summaries and quarantine, MALS' database, what each
+audience's view holds, the DLQ and the audit trail."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from connectors.framework import read_quarantine
 from hub import demo
 from tests.hubtest import hub_settings
 
@@ -173,3 +176,105 @@ def test_the_audit_trail_verifies_and_counts_everything(result) -> None:  # type
     assert kinds["retracted"] == stats.retracted > 0
     assert kinds["rejected"] == 3
     assert kinds.get("corrected", 0) >= 1
+
+
+# -- the partners' connectors ------------------------------------------------------------------
+
+FILE_CONNECTORS = ("police", "prison", "probation-crc", "probation-nps", "eri", "safety-house",
+                   "hague-municipality")  # fmt: skip
+
+
+def test_every_partner_file_went_through_its_connector_and_the_counts_add_up(result) -> None:  # type: ignore[no-untyped-def]
+    feeds = result.feeds
+    assert set(feeds.summaries) == set(FILE_CONNECTORS)
+    for name, summary in feeds.summaries.items():
+        assert summary.adds_up, (name, summary.line())
+        assert summary.failed_files == 0, name
+        assert summary.read > 0, name
+    for name in ("police", "prison", "probation-crc", "probation-nps", "eri", "safety-house"):
+        assert feeds.summaries[name].published > 0, name
+    # the whole-list exports (CORVUS, the release schedule, ERI's register) re-read what was
+    # published before: skipped, never sent twice (the router saw no duplicate)
+    for name in ("police", "prison", "eri"):
+        assert feeds.summaries[name].skipped > 0, name
+    # the Mayor's orders (S9) are the municipality's part of the Safety House export
+    orders = feeds.summaries["hague-municipality"].published
+    assert orders >= 1 and feeds.summaries["safety-house"].skipped >= orders
+    # S8: the corrected release date came as a correction in HMP Liverpool's second export
+    assert feeds.summaries["prison"].corrections >= 1
+    assert any(p.name.endswith("hmp-liverpool-release-schedule.csv") for p in feeds.files)
+    # every event the connectors, the MALS source and the ingest API sent reached the router
+    assert result.router.received == feeds.events
+    assert feeds.posted and feeds.requests > 0
+
+
+def test_the_deliberately_bad_rows_are_quarantined_with_file_line_and_reason(result) -> None:  # type: ignore[no-untyped-def]
+    feeds = result.feeds
+    quarantined: list[dict[str, Any]] = []
+    for name in FILE_CONNECTORS:
+        summary = feeds.summaries[name]
+        entries = [e for q in summary.quarantine for e in read_quarantine(q)]
+        assert len(entries) == summary.rejected, name
+        quarantined += entries
+    # one bad row in the first file of each of six connectors; the municipality's part has none
+    assert {n: feeds.summaries[n].rejected for n in FILE_CONNECTORS} == {
+        "police": 1, "prison": 1, "probation-crc": 1, "probation-nps": 1, "eri": 1,
+        "safety-house": 1, "hague-municipality": 0}  # fmt: skip
+    fields = {e["fields"][0] for e in quarantined}
+    assert fields == {"date_of_birth", "release_date", "rosh", "codice_fiscale", "complex"}
+    for entry in quarantined:
+        assert entry["raw"] and entry["reasons"]
+        assert all(r.startswith(f"{entry['file']}:{entry['line']}: ") for r in entry["reasons"])
+    # MALS: the session with a mode MALS' codes do not know stays in the outbox with its error
+    rows, sent, failed = feeds.mals_source
+    assert rows == sent + failed and failed == 1 and sent > 0
+    assert feeds.bad_rows == len(quarantined) + failed
+
+
+def test_mals_database_holds_the_referrals_delivered_to_mals(result) -> None:  # type: ignore[no-untyped-def]
+    story, feeds = result.data.story, result.feeds
+    delivered = rows(result, "mals", "SELECT event_id FROM view_timeline WHERE event_type = "
+                     "'referral.created' AND clause_id = 'mals-1'")  # fmt: skip
+    assert delivered and len(feeds.mals_referrals) == len(delivered)
+    assert feeds.mals_sink.get("applied") == len(delivered)
+    s3 = [r for r in feeds.mals_referrals if r["referrer_ref"] == story.s3_referral_id]
+    assert len(s3) == 1, "the S3 referral is in MALS' referrals table once"
+    row = s3[0]
+    assert row["referrer_org"] == "probation_nps" and row["safety_information"]
+    assert row["risk_level"] and row["release_date"] and row["client_id"].startswith("MALS-")
+    text = json.dumps(row, default=str)
+    assert "MAPPA" not in text and "previous convictions" not in text, "minimum dataset only"
+    with sqlite3.connect(result.settings.home / "mals" / "mals.db") as conn:
+        state = conn.execute("SELECT state, clause_id FROM hub_inbox WHERE event_id = ?",
+                             (story.s3_referral,)).fetchone()  # fmt: skip
+    assert state == ("applied", "mals-1")
+
+
+def test_the_hague_and_turin_stay_in_their_jurisdictions(result) -> None:  # type: ignore[no-untyped-def]
+    nl = ("safety_house", "hague_municipality", "hague_aftercare", "nl_police", "nl_probation")
+    it = ("eri", "it_social_services", "uepe", "collegno")
+    for audience in ("police.iom", "mals", "mals.mentor", "kmbc"):
+        agencies = {r["source_agency"] for r in rows(
+            result, audience, "SELECT DISTINCT source_agency FROM view_timeline")}  # fmt: skip
+        assert agencies and not agencies & {*nl, *it}, (audience, agencies)
+    # S9: the Safety House sees the case, its plan and the Mayor's order without its boundaries
+    sh = {r["event_type"] for r in rows(result, "safety_house",
+                                        "SELECT event_type FROM view_timeline")}  # fmt: skip
+    assert {"sh.case_reported", "sh.action_plan_agreed", "sh.review_held"} <= sh
+    # S12: ERI sees its participants' attendance and outcomes, through its own register
+    eri = {r["event_type"] for r in rows(result, "eri", "SELECT event_type FROM view_timeline")}
+    assert {"consent.given", "lcp.enrolled", "lcp.session_attended"} <= eri
+
+
+def test_the_demo_sign_ins(result, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from hub.web.users import open_user_store
+
+    settings = result.settings.model_copy(update={"home": tmp_path})
+    users = demo.create_demo_users(settings, result.data.story)
+    store = open_user_store(f"sqlite:///{tmp_path / 'web' / 'users.db'}")
+    assert {u.audience for u in users} >= {"police.iom", "mals", "mals.mentor", "hub"}
+    for u in users:
+        found = store.get(u.username)
+        assert found is not None and (found.audience, found.role) == (u.audience, u.role)
+    mentor = store.get("mals.mentor")
+    assert mentor is not None and mentor.mentor_id == result.data.story.s1_mentor
