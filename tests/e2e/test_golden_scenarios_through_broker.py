@@ -29,7 +29,7 @@ from hub.audit.commands import default_public_key, verify_trail
 from hub.policy import PseudonymKeys
 from tests.golden.policy.builder import EventBuilder, value_at
 from tests.hubtest import LiveRouter, TopicTail, hub_settings, publish, read_all
-from tests.integration.audit_oracle import disclosure_oracle, reported
+from tests.integration.audit_oracle import disclosure_oracle, entry_content_problems, reported
 from tests.unit.test_policy_golden import _norm
 
 pytestmark = pytest.mark.kafka
@@ -102,6 +102,9 @@ def _check_disclosure_reports(doc, events, order, settings, codec, agreements) -
             assert not set(step["expect"].get("kept", [])) & withheld, where
     report = verify_trail(store, [default_public_key(settings.home)])
     assert report.ok and report.size == store.head()[0], report
+    entries = list(store.iter_entries())
+    assert entry_content_problems(entries) == []  # AU-8, retractions included
+    assert any(s.entry.kind == "retracted" for s in entries) == (doc["scenario"] == "S7")
     store.close()
 
 
