@@ -936,13 +936,16 @@ def demo(
         240, "--size", help="people in Knowsley (a quarter as many each in The Hague and Turin)"
     ),
     seed: int = typer.Option(20150302, "--seed", help="seed of the fictional data"),
+    serve: bool = typer.Option(True, "--serve/--no-serve", help="then run the portal until Ctrl-C"),
+    port: int = typer.Option(8080, "--port", help="the portal's port"),
 ) -> None:
-    """The whole hub on fictional data through the real broker: publish, route, audit, six
-    audience views; then what each audience got, what was withheld and why. Leaves the broker
-    running (hub broker stop)."""
+    """The whole hub on fictional data through the real broker: each partner's export through its
+    connector, route, audit, six audience views; then what each audience got, what was withheld
+    and why; then the portal with demo sign-ins (--no-serve stops after the report). Leaves the
+    broker running (hub broker stop)."""
     from hub import demo as the_demo
 
-    code = the_demo.main(size=size, seed=seed)
+    code = the_demo.main(size=size, seed=seed, serve=serve, port=port)
     if code:
         raise typer.Exit(code)
 
