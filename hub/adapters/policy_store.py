@@ -27,7 +27,7 @@ transaction are cached per subject and dropped when the transaction ends; one
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -237,6 +237,8 @@ class SqlPolicyState(StateLogic):
         self._cache: dict[tuple[str, str], list[Interval]] = {}
         self._positions: dict[str, int] = {}
         self._link_cache: dict[str, str | None] = {}
+        # subject_of per envelope (kept alive, so its id is not reused) until a link changes
+        self._subjects: dict[int, tuple[Any, str]] = {}
         self._local_cache: dict[str, dict[str, tuple[str, str]]] = {}
         self._pending: dict[tuple[str, str], Delivery] = {}  # written when the block ends
 
@@ -257,6 +259,7 @@ class SqlPolicyState(StateLogic):
                     self._cache.clear()
                     self._positions.clear()
                     self._link_cache.clear()
+                    self._subjects.clear()
                     self._local_cache.clear()
                     self._pending.clear()
         except SQLAlchemyError as exc:
@@ -315,6 +318,19 @@ class SqlPolicyState(StateLogic):
         return seq
 
     # -- identity ----------------------------------------------------------------------------
+    def subject_of(self, event: Mapping[str, Any]) -> str:
+        """As :meth:`StateLogic.subject_of`; inside a transaction, remembered per envelope until
+        a link changes (the engine asks once per audience)."""
+        if self._conn is None:
+            return super().subject_of(event)
+        envelope = event["envelope"]
+        known = self._subjects.get(id(envelope))
+        if known is not None and known[0] is envelope:
+            return known[1]
+        subject = super().subject_of(event)
+        self._subjects[id(envelope)] = (envelope, subject)
+        return subject
+
     def _links(self, keys: Sequence[str]) -> dict[str, str]:
         cache = self._link_cache if self._conn is not None else {}
         missing = [k for k in keys if k not in cache]
@@ -336,10 +352,12 @@ class SqlPolicyState(StateLogic):
         if done.rowcount == 0:
             conn.execute(insert(links).values(link_key=key, subject=subject, event_id=event_id))
         self._link_cache[key] = subject
+        self._subjects.clear()
 
     def _delete_link(self, key: str) -> None:
         self._write().execute(delete(links).where(links.c.link_key == key))
         self._link_cache[key] = None
+        self._subjects.clear()
 
     def _link_keys_of(self, subject: str) -> list[str]:
         with self._connection() as conn:
@@ -371,6 +389,7 @@ class SqlPolicyState(StateLogic):
         conn.execute(update(people).where(people.c.subject == old).values(subject=new))
         self._forget()
         self._link_cache.clear()
+        self._subjects.clear()
         self._local_cache.clear()
 
     def _set_local(self, subject: str, agency: str, scheme: str, local_id: str) -> None:
