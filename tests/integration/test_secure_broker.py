@@ -198,6 +198,23 @@ def _consume(consumer: Consumer, topics: set[str], budget_s: float = 15.0) -> di
     return results
 
 
+RETRIABLE = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE,
+             KafkaError.COORDINATOR_LOAD_IN_PROGRESS}  # fmt: skip
+
+
+def _committed(consumer: Consumer, partitions: list[TopicPartition]) -> list[TopicPartition]:
+    """The group's committed offsets, waiting out a coordinator that is still starting (the first
+    group of a fresh broker creates __consumer_offsets)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return list(consumer.committed(partitions, timeout=10))
+        except KafkaException as exc:
+            if exc.args[0].code() not in RETRIABLE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def check_principal(secure: Secure, agency: str) -> dict[tuple[str, str], Any]:
     """Every operation of ``agency`` on every topic: (operation, topic) → True or error code."""
     topics = secure.topics
@@ -243,7 +260,7 @@ def check_principal(secure: Secure, agency: str) -> dict[tuple[str, str], Any]:
     consumer.assign([TopicPartition(t, 0, 0) for t in topics])
     assigned = _consume(consumer, visible)
     hidden = [TopicPartition(t, 0) for t in sorted(set(topics) - visible)]
-    for tp in consumer.committed(hidden, timeout=10) if hidden else []:
+    for tp in _committed(consumer, hidden) if hidden else []:
         assigned.setdefault(tp.topic, tp.error.code() if tp.error else "offsets but no record")
     consumer.close()
     record("consume-assign", assigned)
