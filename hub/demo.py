@@ -215,6 +215,10 @@ class Storylines:
     s3_name: str = ""
     s3_referral: str = ""  # referral.created (NPS -> MALS) with MAPPA notes
     s3_referral_id: str = ""  # the NPS's own reference for it
+    s5_name: str = ""
+    s5_events: list[str] = field(default_factory=list)  # arrest, breach, arrest, recall
+    s6_name: str = ""
+    s6_events: list[str] = field(default_factory=list)  # move, move, cohort exit
     s7_name: str = ""
     s7_ids: dict[str, str] = field(default_factory=dict)
     s7_withdrawal: str = ""
@@ -305,17 +309,18 @@ class Generator:
             rng.choice(UK_GIVEN), rng.choice(UK_FAMILY))
         born = _day("1975-01-01") + dt.timedelta(days=rng.randrange(0, 22 * 365))
         risk = rng.choices(("low", "medium", "high", "very_high"), (30, 45, 20, 5))[0]
-        # the storyline people: 0 = S1, 1 = S3 (NPS, MAPPA), 2 = S7 (withdraws), 3 = S8 (corrected)
+        # the storyline people: 0 = S1, 1 = S3 (NPS, MAPPA), 2 = S7 (withdraws), 3 = S8 (corrected),
+        # 4 = S5 (breach, abscond, recall; NPS), 5 = S6 (moves to Liverpool, then Salford)
         body = "probation_nps" if i == 1 or risk in ("high", "very_high") else "probation_crc"
-        if i == 1:
-            risk = "high"
-        elif i in (0, 2, 3):
+        if i in (1, 4):
+            risk, body = "high", "probation_nps"
+        elif i in (0, 2, 3, 5):
             risk, body = "medium", "probation_crc"
-        cohort = i in (0, 2, 3) or (i != 1 and rng.random() < 0.55)
+        cohort = i in (0, 2, 3, 4, 5) or (i != 1 and rng.random() < 0.55)
         referred = i in (0, 1, 2) or rng.random() < 0.6
         accepted = referred and (i in (0, 1, 2) or rng.random() < 0.9)
         consent = accepted and (i in (0, 2) or rng.random() < 0.85)
-        in_custody = i == 3 or (i > 3 and rng.random() < 0.12)  # release still to come
+        in_custody = i == 3 or (i > 5 and rng.random() < 0.12)  # release still to come
         withdraws = i == 2 or (i > 3 and consent and rng.random() < 0.04)
         corrected = i == 3 or (i > 3 and in_custody and rng.random() < 0.25)
         if in_custody:
@@ -543,7 +548,11 @@ class Generator:
                     "borough": "Knowsley", "priority_band": rng.choice(("high", "medium")),
                     "previous_score": score + rng.randrange(-80, 80)},
                     sensitivity="intelligence", extra=corvus))  # fmt: skip
-            if i > 3 and rng.random() < 0.2:
+            if i == 4:
+                self.s5_breach(key, name, who, release, corvus)
+            if i == 5:
+                self.s6_moves(key, name, who, release, home, corvus)
+            if i > 5 and rng.random() < 0.2:
                 arrested = release + dt.timedelta(days=rng.randrange(30, 200))
                 offence = rng.choice(OFFENCES)
                 self.add(FACTS, police.event("police.arrest", f"{key}:arrest",
@@ -616,6 +625,62 @@ class Generator:
             if i == 2:
                 self.story.s7_name, self.story.s7_ids = name, dict(ids)
                 self.story.s7_withdrawal, self.story.s7_after = withdrawal.event_id, later.event_id
+
+    def s5_breach(self, key: str, name: str, who: Any, release: dt.date,
+                  corvus: Mapping[str, Any]) -> None:  # fmt: skip
+        """S5: arrested in his exclusion zone, a breach recorded by the NPS, whereabouts unknown,
+        arrested again in a stolen car, recalled to HMP Liverpool."""
+        police, nps = self.src["police"], self.src["probation_nps"]
+        first, second = release + dt.timedelta(days=40), release + dt.timedelta(days=47)
+        a1 = self.add(CHANGES, police.event("police.arrest", f"{key}:arrest:zone",
+                                            who("police_nominal_id"), _at(first, 21, 40), {
+            "arrested_at": _at(first, 21, 40), "force": "police", "offence_type": "breach_of_order",
+            "area": "Liverpool", "outcome": "released_under_investigation"},
+            extra={**corvus, "custody_ref": f"CUS-{key.upper()}-1"}))  # fmt: skip
+        breach = self.add(CHANGES, nps.event("supervision.breach_recorded", f"{key}:breach",
+                                             who("probation_case_ref"),
+                                             _at(first + dt.timedelta(days=1), 9), {
+            "breach_date": first, "breach_type": "exclusion_zone", "condition_id": "C5",
+            "whereabouts_unknown": True, "action_taken": "recall",
+            "details": "Arrested inside the exclusion zone; not at the approved premises since"}))
+        a2 = self.add(AFTER, police.event("police.arrest", f"{key}:arrest:car",
+                                          who("police_nominal_id"), _at(second, 2, 15), {
+            "arrested_at": _at(second, 2, 15), "force": "police", "offence_type": "vehicle_theft",
+            "area": "Huyton", "outcome": "recalled",
+            "circumstances": "Passenger in a stolen Ford Focus stopped on the M57"},
+            extra={**corvus, "custody_ref": f"CUS-{key.upper()}-2"}))  # fmt: skip
+        back = self.add(AFTER, self.src["hmp_liverpool"].event(
+            "custody.received", f"{key}:recalled", who("prison_number"), _at(second, 16), {
+                "received_at": _at(second, 16), "establishment": "HMP Liverpool",
+                "reason": "recalled", "wing": "K"}))  # fmt: skip
+        self.story.s5_name = name
+        self.story.s5_events = [a1.event_id, breach.event_id, a2.event_id, back.event_id]
+
+    def s6_moves(self, key: str, name: str, who: Any, release: dt.date,
+                 home: Mapping[str, Any], corvus: Mapping[str, Any]) -> None:  # fmt: skip
+        """S6: from Knowsley to Liverpool, then out of Merseyside to Salford: the IOM cohort
+        exit (moved out of the force area), all from CORVUS."""
+        police = self.src["police"]
+        moved, left = release + dt.timedelta(days=60), release + dt.timedelta(days=150)
+        liverpool = {"line1": "31 Breck Road", "line2": None, "town": "Liverpool",
+                     "postcode": "L6 4BZ", "area": "Liverpool", "country": "GB", "kind": "home"}
+        salford = {"line1": "8 Eccles New Road", "line2": None, "town": "Salford",
+                   "postcode": "M5 4WH", "area": "Salford", "country": "GB", "kind": "home"}
+        m1 = self.add(CHANGES, police.event("person.address_changed", f"{key}:moved:1",
+                                            who("police_nominal_id"), _at(moved, 12), {
+            "address": liverpool, "effective_from": moved, "previous_area": home["area"]},
+            extra=corvus))  # fmt: skip
+        m2 = self.add(AFTER, police.event("person.address_changed", f"{key}:moved:2",
+                                          who("police_nominal_id"), _at(left, 12), {
+            "address": salford, "effective_from": left, "previous_area": "Liverpool"},
+            extra=corvus))  # fmt: skip
+        out = self.add(AFTER, police.event("iom.cohort_exited", f"{key}:exit",
+                                           who("police_nominal_id"), _at(left, 12), {
+            "cohort": "knowsley_iom", "borough": "Knowsley", "exit_date": left,
+            "exit_reason": "moved_out_of_force_area", "destination_area": "Salford"},
+            extra=corvus))  # fmt: skip
+        self.story.s6_name = name
+        self.story.s6_events = [m1.event_id, m2.event_id, out.event_id]
 
     # -- The Hague -----------------------------------------------------------------------------
     def the_hague(self, i: int) -> None:
@@ -1189,8 +1254,9 @@ def run_demo(
     with reporter.step(f"generating fictional histories (seed {seed})"):
         data = generate(codec, size, seed)
         people = ", ".join(f"{where} {n}" for where, n in data.people.items())
-        reporter.note(f"{data.events:,} events about {sum(data.people.values())} people "
-                      f"({people}), validated by each agency's Publisher")  # fmt: skip
+        reporter.note(f"{data.events:,} facts about {sum(data.people.values())} people "
+                      f"({people}), each checked as a hub event, then written as its partner "
+                      "would export it")  # fmt: skip
     with reporter.step("partners' exports through their connectors, the rest through the HTTP "
                        "ingest API; the router in a thread"):
         stats, route_seconds, feeds = publish_and_route(settings, codec, data, reporter)
@@ -1320,6 +1386,48 @@ def _s8_lines(result: DemoResult) -> list[str]:
     return lines
 
 
+def _seen_by(result: DemoResult, event_ids: Sequence[str]) -> str:
+    seen = [a for a, v in result.views.items() if any(_timeline_row(v, e) for e in event_ids)]
+    return ", ".join(seen) or "no audience"
+
+
+def _more_lines(result: DemoResult) -> list[str]:
+    """S4, S5, S6, S9 and S12 in a line or two each."""
+    story, feeds = result.data.story, result.feeds
+    lines = []
+    contacts = {a: _query(v, "SELECT count(*) FROM view_timeline WHERE event_type = "
+                             "'mentoring.contact'")[0][0] for a, v in result.views.items()}
+    lines.append("[bold]S4[/] mentoring recorded once, in MALS' own database: "
+                 f"{feeds.mals_source[1]} staff entries published by the MALS source; contacts "
+                 f"shown: " + ", ".join(f"{a} {n}" for a, n in contacts.items() if n)
+                 + " (no notes leave MALS)")  # fmt: skip
+    if story.s5_events:
+        *facts, recalled = story.s5_events
+        lines.append(f"[bold]S5[/] breach and recall: {story.s5_name}, arrested in his "
+                     "exclusion zone (CORVUS), breach recorded by the NPS (case-system export), "
+                     f"arrested again, recalled: seen by {_seen_by(result, facts)}; the recall "
+                     f"by {_seen_by(result, [recalled])} (MALS: in custody, nothing more)")
+    if story.s6_events:
+        seen = _seen_by(result, story.s6_events)
+        lines.append(f"[bold]S6[/] {story.s6_name} moves to Liverpool, then Salford, and leaves "
+                     f"the Knowsley IOM cohort (CORVUS): seen by {seen}")
+    sh = {a: _query(v, "SELECT count(*) FROM view_timeline WHERE source_agency IN "
+                       "('safety_house', 'hague_municipality')")[0][0]
+          for a, v in result.views.items()}  # fmt: skip
+    lines.append("[bold]S9[/] Safety House cases, plans and the Mayor's orders (Dutch export): "
+                 + ", ".join(f"{a} {n}" for a, n in sh.items() if n) + " records"
+                 + ("" if any(sh[a] for a in sh if a != "safety_house") else
+                    "; no UK or IT audience holds any"))  # fmt: skip
+    it = {a: _query(v, "SELECT count(*) FROM view_timeline WHERE source_agency IN "
+                       "('eri', 'it_social_services', 'uepe')")[0][0]
+          for a, v in result.views.items()}  # fmt: skip
+    lines.append("[bold]S12[/] ERI's register (Italian CSV): "
+                 + ", ".join(f"{a} {n}" for a, n in it.items() if n) + " records"
+                 + ("" if any(it[a] for a in it if a != "eri") else
+                    "; no UK or NL audience holds any"))  # fmt: skip
+    return lines
+
+
 def _s19_lines(result: DemoResult) -> list[str]:
     story = result.data.story
     rejected = [d for d in result.dlq if d["event_id"] in story.s19_rejected]
@@ -1399,7 +1507,7 @@ def print_report(console: Any, result: DemoResult, *, broker: str, home: Path,
     console.print()
     console.print("[bold]Storylines[/]")
     for line in (*_s1_lines(result), *_s3_lines(result), *_s7_lines(result), *_s8_lines(result),
-                 *_s19_lines(result)):  # fmt: skip
+                 *_more_lines(result), *_s19_lines(result)):  # fmt: skip
         console.print(line, highlight=False)
 
     console.print()

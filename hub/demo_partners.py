@@ -37,7 +37,8 @@ LONDON = "Europe/London"
 
 # -- which channel carries an event -----------------------------------------------------------
 
-POLICE_TYPES = ("iom.cohort_entered", "police.priority_score_updated", "police.arrest")
+POLICE_TYPES = ("iom.cohort_entered", "iom.cohort_exited", "person.address_changed",
+                "police.priority_score_updated", "police.arrest")  # fmt: skip
 ERI_TYPES = {  # event type -> tipo_registrazione (lcp.withdrawn has none: the ingest API)
     "consent.given": "consenso", "lcp.enrolled": "iscrizione", "lcp.session_attended": "presenza",
     "lcp.completed": "completamento", "lcp.work_experience_started": "tirocinio",
@@ -56,7 +57,8 @@ NL_ORGS = {"nl_police": "politie", "nl_probation": "reclassering", "nl_prosecuto
 NL_NEEDS = {"nl_sh_drugs_dependency": "verslaving", "nl_sh_housing": "wonen",
             "nl_sh_domestic_violence": "huiselijk geweld", "nl_sh_children": "kinderen"}
 NL_STATUS = {"planned": "gepland", "in_progress": "bezig", "achieved": "behaald"}
-PROBATION_TYPES = ("supervision.responsibility_assigned", "referral.created")
+PROBATION_TYPES = ("supervision.responsibility_assigned", "referral.created",
+                   "supervision.breach_recorded")  # fmt: skip
 
 
 def channel(item: Item) -> str:
@@ -137,7 +139,8 @@ def _local(value: dt.datetime) -> str:
 
 POLICE_COLUMNS = (
     "NOMINAL_ID", "PNC_ID", "SURNAME", "FORENAMES", "DATE_OF_BIRTH", "GENDER", "BOROUGH",
-    "CREATED_ON", "PRIORITY_SCORE", "PREVIOUS_SCORE", "COST_OF_CRIME", "SCORE_DATE",
+    "CREATED_ON", "ADDRESS_LINE1", "ADDRESS_TOWN", "POSTCODE", "ADDRESS_KIND", "ADDRESS_SINCE",
+    "PRIORITY_SCORE", "PREVIOUS_SCORE", "COST_OF_CRIME", "SCORE_DATE",
     "MATRIX_VERSION", "PRIORITY_BAND", "IOM_COHORT", "IOM_SELECTION", "IOM_ENTRY_DATE",
     "IOM_EXIT_DATE", "IOM_EXIT_REASON", "LAST_ARREST_REF", "LAST_ARREST_AT",
     "LAST_ARREST_OFFENCE", "LAST_ARREST_OUTCOME",
@@ -204,6 +207,18 @@ class PartnerFiles:
             row.update({"IOM_COHORT": "Y", "IOM_SELECTION": p["selection_method"],
                         "IOM_ENTRY_DATE": _d(p["entry_date"]), "BOROUGH": p["borough"]})
             suffix = f"cohort-entry/{_d(p['entry_date'])}"
+        elif item.event_type == "iom.cohort_exited":
+            row.update({"IOM_COHORT": "N", "IOM_EXIT_DATE": _d(p["exit_date"]),
+                        "IOM_EXIT_REASON": p["exit_reason"]})  # fmt: skip
+            suffix = f"cohort-exit/{_d(p['exit_date'])}"
+        elif item.event_type == "person.address_changed":
+            a = p["address"]
+            row.update({"ADDRESS_LINE1": a["line1"], "ADDRESS_TOWN": a.get("town") or "",
+                        "POSTCODE": a["postcode"], "ADDRESS_KIND": a.get("kind") or "",
+                        "ADDRESS_SINCE": _d(p["effective_from"])})
+            # (CORVUS gives an address the nominal's borough as its area: BOROUGH stays, or the
+            # cohort and score events would be corrected to the new borough)
+            suffix = f"address/{_d(p['effective_from'])}"
         elif item.event_type == "police.priority_score_updated":
             row.update({"PRIORITY_SCORE": str(p["score"]),
                         "PREVIOUS_SCORE": str(p.get("previous_score") or ""),
@@ -399,6 +414,11 @@ class PartnerFiles:
                             p.get("supervision_end")),
                         "mappa": "Y" if p.get("mappa_managed") else "N",
                         "offenderManager": p["offender_manager"]}  # fmt: skip
+            elif item.event_type == "supervision.breach_recorded":
+                doc |= {"eventType": "BREACH", "breachDate": _d(p["breach_date"]),
+                        "breachType": p["breach_type"], "conditionId": p.get("condition_id"),
+                        "whereaboutsUnknown": "Y" if p.get("whereabouts_unknown") else "N",
+                        "action": p.get("action_taken"), "details": p.get("details")}
             else:
                 doc |= {"eventType": "REFERRAL", "referralId": p["referral_id"],
                         "programme": p["programme"].upper(), "referredOn": _d(p["referred_on"]),
@@ -734,7 +754,11 @@ class PartnerFeeds:
         self.report.files.append(path)
         total = self.report.summaries.get(name)
         self.report.summaries[name] = summary if total is None else total + summary
-        return f"{name:<14} {path.name}: {summary.line()}"
+        where = f"; rejected rows in quarantine/{Path(summary.quarantine[0]).name}" if (
+            summary.quarantine) else ""
+        return (f"{name:<14} {path.name}: read {summary.read}, published {summary.published}, "
+                f"rejected {summary.rejected}, skipped {summary.skipped}; {summary.events} "
+                f"events ({summary.corrections} corrections){where}")  # fmt: skip
 
     def _token(self, agency: str) -> str:
         if agency not in self._tokens:

@@ -278,3 +278,53 @@ def test_the_demo_sign_ins(result, tmp_path) -> None:  # type: ignore[no-untyped
         assert found is not None and (found.audience, found.role) == (u.audience, u.role)
     mentor = store.get("mals.mentor")
     assert mentor is not None and mentor.mentor_id == result.data.story.s1_mentor
+
+
+def test_s5_breach_and_recall_reach_police_and_kmbc_and_mals_only_the_custody(result) -> None:  # type: ignore[no-untyped-def]
+    story = result.data.story
+    *arrests_and_breach, recalled = story.s5_events
+    assert len(arrests_and_breach) == 3
+    for event_id in story.s5_events:
+        for audience in ("police.iom", "kmbc"):
+            assert timeline(result, audience, event_id) is not None, (audience, event_id)
+    for event_id in arrests_and_breach:  # no arrest, no circumstances, no breach detail at MALS
+        for audience in ("mals", "mals.mentor", "safety_house", "eri"):
+            assert timeline(result, audience, event_id) is None, (audience, event_id)
+    row = timeline(result, "mals", recalled)  # "client in custody since X", no more
+    assert row is not None and json.loads(row["payload"])["received_at"]
+    assert "reason" not in json.loads(row["payload"]) and "wing" not in json.loads(row["payload"])
+    # CORVUS never exports the arrest circumstances
+    for audience in ("police.iom", "kmbc"):
+        payload = json.loads(timeline(result, audience, arrests_and_breach[2])["payload"])
+        assert not payload.get("circumstances")
+
+
+def test_s6_moves_and_cohort_exit_from_corvus(result) -> None:  # type: ignore[no-untyped-def]
+    story = result.data.story
+    *moves, exit_ = story.s6_events
+    for event_id in story.s6_events:
+        assert timeline(result, "police.iom", event_id) is not None
+        for audience in ("mals", "mals.mentor", "safety_house", "eri"):
+            assert timeline(result, audience, event_id) is None, (audience, event_id)
+    row = timeline(result, "police.iom", exit_)
+    assert row is not None and row["event_type"] == "iom.cohort_exited"
+    assert json.loads(row["payload"])["exit_reason"] == "moved_out_of_force_area"
+    postcodes = [json.loads(timeline(result, "police.iom", m)["payload"])["address"]["postcode"]
+                 for m in moves]  # fmt: skip
+    assert postcodes == ["L6 4BZ", "M5 4WH"]
+
+
+def test_the_report_names_every_connector_storyline_and_the_verified_trail(result) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from rich.console import Console
+
+    out = io.StringIO()
+    demo.print_report(Console(file=out, width=200), result, broker="session broker",
+                      home=result.settings.home, stop_hint=None)  # fmt: skip
+    text = out.getvalue()
+    for name in (*FILE_CONNECTORS, "mals-source", "mals-sink", "HTTP ingest"):
+        assert f"  {name} " in text, name
+    for label in ("S1", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S12", "S19"):
+        assert f"{label} " in text, label
+    assert f"hub audit verify: {result.audit_summary}" in text
