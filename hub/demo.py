@@ -8,17 +8,24 @@ What it does (``make demo`` runs it):
 2. generates fictional people and their histories with a fixed seed (Knowsley: police IOM cohort,
    HMP Liverpool releases, CRC/NPS supervision, MALS referrals, consent and mentoring, outcomes,
    arrests; The Hague: Safety House cases, plans, the Mayor's orders; Turin: ERI referrals, LCP
-   attendance, work experience and jobs), built and validated with the :class:`Publisher` and
-   woven through with the storylines of scenarios S1 (release into the IOM cohort), S3 (MALS
-   referral), S7 (consent withdrawn, deliveries retracted), S8 (a corrected release date) and S19
-   (a restricted-programme record, rejected to the DLQ);
-3. publishes them in six waves (the IOM cohort; statutory records; the partners' answers; what
-   happened; changes; what happened after) and runs the router in a thread until each wave is
-   committed, so every decision sees the state it depends on and every run decides the same;
+   attendance, work experience and jobs), each fact checked as a hub event with its agency's
+   :class:`Publisher` and woven through with the storylines of scenarios S1 (release into the IOM
+   cohort), S3 (MALS referral), S4 (mentoring recorded once), S5 (breach and recall), S6 (moving
+   out of Merseyside), S7 (consent withdrawn), S8 (a corrected release date), S9 (Safety House),
+   S12 (ERI) and S19 (a restricted-programme record, rejected to the DLQ);
+3. hands them to the hub in six waves (the IOM cohort; statutory records; the partners' answers;
+   what happened; changes; what happened after) as the partners would: each partner's export in
+   its own format through its connector, MALS staff's entries through MALS' database and the
+   MALS source connector, the rest through the HTTP ingest API (:mod:`hub.demo_partners`); the
+   router runs in a thread and commits each wave before the next, so every decision sees the
+   state it depends on and every run decides the same; the MALS sink then writes the referrals
+   delivered to MALS into MALS' database;
 4. appends ``hub.audit`` to the hash chain, fills six audience views (SQLite under the run
    directory) until each has read its topic to the end, and verifies the audit trail;
-5. prints what each audience got, what was withheld from it and by which clause, what was
-   retracted, what went to the DLQ and why, and where everything is.
+5. prints each connector's summary, what each audience got, what was withheld from it and by
+   which clause, what was retracted, what went to the DLQ and why, and where everything is;
+6. (the command, unless ``--no-serve``) serves the portal with a demo sign-in per audience until
+   Ctrl-C.
 
 Every name, number and address is invented. :func:`run_demo` is the headless core (the end-to-end
 test calls it against the session broker); :func:`main` is the command.
