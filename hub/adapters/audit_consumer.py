@@ -12,6 +12,7 @@ import structlog
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from hub.adapters.audit_store import SqlAuditStore
+from hub.adapters.kafka import security_config
 from hub.audit.checkpoint import CheckpointSigner
 from hub.audit.materialise import Materialiser
 from hub.domain.errors import InfraError
@@ -44,6 +45,7 @@ def run_materialiser(
             "enable.auto.commit": False,
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest",
+            **security_config(),
         }
     )
     consumer.assign([TopicPartition(topic, 0, start if start is not None else OFFSET_BEGINNING)])
