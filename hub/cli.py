@@ -1061,6 +1061,7 @@ def ingest_serve(
     codec.register_all()
     jurisdictions = {a.id: a.jurisdiction for a in bootstrap.agreements(codec.catalogue).agencies()}
     config = IngestConfig(s.bootstrap_servers, bootstrap.topics(s), jurisdictions)
+    _service_starting("ingest_api", s, host=host, port=port)
     serve(config, _ingest_tokens(tokens_db), codec, host, port)
 
 
@@ -1152,6 +1153,8 @@ def _file_connector_command(name: str):  # type: ignore[no-untyped-def]
             raise typer.BadParameter("give --input FILE (one or more) or --watch DIR")
         s = bootstrap.settings()
         spec = _connector(name)
+        if not dry_run:
+            _service_starting(f"connector_{name.replace('-', '_')}", s)
         publisher = build_publisher(spec, s.bootstrap_servers, s.schema_registry_url,
                                     s.topic_prefix, MemorySink() if dry_run else None)  # fmt: skip
         state = default_state_dir(s.home, spec)
