@@ -230,7 +230,11 @@ def rotate_kek(s: Settings) -> int:
 
 def erase_subjects(s: Settings, subjects: list[str], justification: str, actor: str):  # type: ignore[no-untyped-def]
     """``hub subject erase``: destroy the keys, retract from every view, one ``erased`` entry."""
-    from hub.adapters.erasure_io import deliveries_of_subject, produce_in_one_transaction
+    from hub.adapters.erasure_io import (
+        deliveries_of_subject,
+        forget_identity,
+        produce_in_one_transaction,
+    )
     from hub.adapters.key_store import open_keyring
     from hub.adapters.policy_store import SqlPolicyState
     from hub.erasure import Delivered, erase
@@ -253,6 +257,7 @@ def erase_subjects(s: Settings, subjects: list[str], justification: str, actor: 
         for d in deliveries_of_subject(engine, subject):
             if not d[3]:
                 state.mark_retracted(d[0], d[1])
+        forget_identity(engine, subject)
     return done
 
 

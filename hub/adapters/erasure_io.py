@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from confluent_kafka import KafkaException, Producer
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, delete, select
 
 from hub.adapters.kafka import producer_config
-from hub.adapters.policy_store import deliveries
+from hub.adapters.policy_store import deliveries, intervals, links, local_ids, people
 from hub.domain.errors import InfraError
 from hub.ports import OutRecord
 
@@ -39,3 +39,23 @@ def produce_in_one_transaction(
         producer.commit_transaction(timeout)
     except KafkaException as exc:
         raise InfraError(f"could not produce the erasure's records: {exc}") from exc
+
+
+def forget_identity(engine: Engine, subject: str) -> int:
+    """Delete the policy state's identity of ``subject``: its identity links, local ids and
+    registrations (born, name key), and its facts (intervals: cohort, consent, referrals and
+    cases, whose keys may hold a victim reference). Their audience pseudonyms can then no
+    longer be tied back to anyone (DESIGN 8). On SQLite the rows are overwritten
+    (``secure_delete``) and the WAL is checkpointed and truncated, so no copy stays in the
+    file. Returns the rows deleted."""
+    sqlite = engine.dialect.name == "sqlite"
+    with engine.begin() as conn:
+        if sqlite:
+            conn.exec_driver_sql("PRAGMA secure_delete=ON")
+        gone = 0
+        for table in (links, local_ids, people, intervals):
+            gone += conn.execute(delete(table).where(table.c.subject == subject)).rowcount
+    if sqlite:
+        with engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    return gone

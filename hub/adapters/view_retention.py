@@ -72,9 +72,12 @@ def purge_expired(store: SqlViewStore, as_of: dt.date) -> Purged:
                 if rows:
                     conn.execute(view_subjects.insert(), [row_dict(subject_row(key, rows))])
                     conn.execute(view_status.insert(), [row_dict(status_row(key, rows))])
-        if store.engine.dialect.name == "sqlite":
-            with store.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        if store.engine.dialect.name == "sqlite":  # outside a transaction: no BEGIN IMMEDIATE
+            raw = store.engine.raw_connection()
+            try:
+                raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                raw.close()
     except SQLAlchemyError as exc:
         raise InfraError(f"view database ({store.audience}): purge failed: {exc}") from exc
     return Purged(len(ids), len(keys), as_of)

@@ -220,6 +220,11 @@ def unpack_map(data: bytes | None) -> dict[str, bytes]:
 
 
 def encode_value(value: Any) -> bytes:
+    if value is None:
+        return b"n"
+    if isinstance(value, list):  # an array of strings (codes, names): each item, length-prefixed
+        items = [encode_value(v) for v in value]
+        return b"L" + b"".join(struct.pack(">I", len(i)) + i for i in items)
     if isinstance(value, str):
         return b"s" + value.encode("utf-8")
     if isinstance(value, bool):
@@ -242,6 +247,17 @@ def encode_value(value: Any) -> bytes:
 def decode_value(data: bytes) -> Any:
     tag, body = data[:1], data[1:]
     try:
+        if tag == b"n" and not body:
+            return None
+        if tag == b"L":
+            items, at = [], 0
+            while at < len(body):
+                (n,) = struct.unpack_from(">I", body, at)
+                if at + 4 + n > len(body):
+                    raise ValueError("truncated list item")
+                items.append(decode_value(body[at + 4 : at + 4 + n]))
+                at += 4 + n
+            return items
         if tag == b"s":
             return body.decode("utf-8")
         if tag == b"b" and body in (b"0", b"1"):
@@ -258,6 +274,6 @@ def decode_value(data: bytes) -> Any:
             return dt.datetime.fromisoformat(body.decode())
         if tag == b"D":
             return dt.date.fromisoformat(body.decode())
-    except (ValueError, UnicodeDecodeError, decimal.InvalidOperation):
+    except (ValueError, UnicodeDecodeError, decimal.InvalidOperation, struct.error):
         pass
     raise DecryptError("encrypted field: plaintext of an unknown form", reason="bad_blob")

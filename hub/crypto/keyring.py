@@ -112,6 +112,7 @@ class Keyring:
         max_encryptions: int = DEFAULT_MAX_ENCRYPTIONS,
         cache_ttl_s: float = 300.0,
         unavailable_wait_s: float = 1.0,
+        kek_check_s: float = KEK_CHECK_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if len(kid_secret) < 16:
@@ -124,6 +125,7 @@ class Keyring:
         self.max_encryptions = max_encryptions
         self.cache_ttl_s = cache_ttl_s
         self.unavailable_wait_s = unavailable_wait_s
+        self.kek_check_s = kek_check_s
         self._clock = clock
         self._lock = threading.RLock()
         self._active: dict[str, _Active] = {}
@@ -222,7 +224,7 @@ class Keyring:
     def _current(self, kid: str) -> _Active:
         active = self._active.get(kid)
         now = self._clock()
-        if now - self._kek_checked >= KEK_CHECK_S:
+        if now - self._kek_checked >= self.kek_check_s:
             self._kek = self._kms(self.kms.current_version)
             self._kek_checked = now
         kek = self._kek

@@ -155,7 +155,7 @@ def test_key_store_outage_raises_and_never_encrypts(tmp_path: Path) -> None:
 
 def test_typed_values_round_trip() -> None:
     for value in ("tëxt", True, False, 42, decimal.Decimal("1234.50"), 1.5, b"\x00",
-                  dt.date(2026, 1, 2), NOW):  # fmt: skip
+                  dt.date(2026, 1, 2), NOW, ["a", "b"], [], None):  # fmt: skip
         assert decode_value(encode_value(value)) == value
 
 
