@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import operator
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -57,8 +58,6 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import StaticPool
@@ -272,6 +271,7 @@ class SqlViewStore:
         self.engine = engine
         self.audience = audience
         self._postgres = engine.dialect.name == "postgresql"
+        self._statements: dict[tuple[str, bool], tuple[str, Any]] = {}
 
     # -- set-up ----------------------------------------------------------------------------------
     def create(self) -> None:
@@ -490,8 +490,7 @@ class SqlViewStore:
         self, conn: Connection, table: Table, column: Column[Any], values: Sequence[Any]
     ) -> Iterator[RowMapping]:
         for chunk in _chunks(values):
-            for row in conn.execute(select(table).where(self._in(column, chunk))):
-                yield row._mapping
+            yield from conn.execute(select(table).where(self._in(column, chunk))).mappings().all()
 
     def _select_subjects(
         self, conn: Connection, table: Table, keys: Iterable[SubjectKey]
@@ -504,15 +503,56 @@ class SqlViewStore:
                 yield row
 
     def _upsert(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-        if not rows:
-            return
-        statement = (postgresql_insert if self._postgres else sqlite_insert)(table)
-        keys = [c.name for c in table.primary_key.columns]
-        statement = statement.on_conflict_do_update(
-            index_elements=keys,
-            set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys},
+        """Insert or replace ``rows`` by primary key: one prepared statement, executemany."""
+        if rows:
+            sql, convert = self._statement(table, upsert=True)
+            conn.exec_driver_sql(sql, [convert(row) for row in rows])
+
+    def _insert(self, conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` (new keys only): one prepared statement, executemany."""
+        if rows:
+            sql, convert = self._statement(table, upsert=False)
+            conn.exec_driver_sql(sql, [convert(row) for row in rows])
+
+    def _statement(self, table: Table, *, upsert: bool) -> tuple[str, Any]:
+        """The driver-level INSERT (or upsert: ``ON CONFLICT ... DO UPDATE``, the same text on
+        SQLite and PostgreSQL) of ``table`` and the function turning a row into its parameters:
+        the values SQLAlchemy would bind (SQLite: timestamps as its DATETIME text, dates as ISO
+        text, booleans as 0/1), without compiling a statement per batch."""
+        key = (table.name, upsert)
+        cached = self._statements.get(key)
+        if cached is not None:
+            return cached
+        names = [c.name for c in table.columns]
+        mark = "%s" if self._postgres else "?"
+        sql = (
+            f"INSERT INTO {table.name} ({', '.join(_quoted(n) for n in names)}) "
+            f"VALUES ({', '.join([mark] * len(names))})"
         )
-        conn.execute(statement, rows)
+        if upsert:
+            keys = [c.name for c in table.primary_key.columns]
+            updates = ", ".join(
+                f"{_quoted(n)} = excluded.{_quoted(n)}" for n in names if n not in keys
+            )
+            sql += f" ON CONFLICT ({', '.join(_quoted(k) for k in keys)}) DO UPDATE SET {updates}"
+        values = operator.itemgetter(*names)
+        converters = [
+            (i, f) for i, c in enumerate(table.columns)
+            if not self._postgres and (f := _SQLITE_VALUE.get(type(c.type))) is not None
+        ]  # fmt: skip
+
+        def convert(row: Mapping[str, Any]) -> tuple[Any, ...]:
+            found = values(row)
+            if not converters:
+                return found  # type: ignore[no-any-return]
+            out = list(found)
+            for i, f in converters:
+                if out[i] is not None:
+                    out[i] = f(out[i])
+            return tuple(out)
+
+        self._statements[key] = (sql, convert)
+        return sql, convert
 
     def _write(
         self, conn: Connection, state: ViewState, before: _Before, partitions: Sequence[Partition]
@@ -524,20 +564,20 @@ class SqlViewStore:
         for chunk in _chunks(gone):
             conn.execute(delete(view_withheld).where(self._in(view_withheld.c.event_id, chunk)))
             conn.execute(delete(view_timeline).where(self._in(view_timeline.c.event_id, chunk)))
-        _insert(conn, view_timeline, [row.row() for row in new])
-        _insert(conn, view_withheld, [w for row in new for w in withheld_rows(row)])
-        _insert(
+        self._insert(conn, view_timeline, [row.row() for row in new])
+        self._insert(conn, view_withheld, [w for row in new for w in withheld_rows(row)])
+        self._insert(
             conn,
             view_retractions,
             [row_dict(v) for k, v in state.retractions.items() if k not in before.retractions],
         )
-        _insert(
+        self._insert(
             conn,
             view_corrections,
             [row_dict(v) for k, v in state.corrections.items() if k not in before.corrections],
         )
-        _insert(conn, view_rejects, [row_dict(v) for v in state.rejects.values()])
-        _insert(
+        self._insert(conn, view_rejects, [row_dict(v) for v in state.rejects.values()])
+        self._insert(
             conn,
             view_aliases,
             [row_dict(v) for k, v in state.aliases.items() if k not in before.aliases],
@@ -588,9 +628,23 @@ def _resolved(
     return out
 
 
-def _insert(conn: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    if rows:
-        conn.execute(insert(table), rows)
+def _quoted(name: str) -> str:
+    return f'"{name}"'
+
+
+def _sqlite_datetime(value: dt.datetime) -> str:
+    """SQLAlchemy's SQLite DATETIME text of a UTC datetime (what it binds and parses back)."""
+    text = value.isoformat(" ", "microseconds")
+    if text.endswith("+00:00"):
+        return text[:-6]
+    return utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+_SQLITE_VALUE: dict[type, Any] = {
+    DateTime: _sqlite_datetime,
+    Date: lambda value: value.isoformat(),
+    Boolean: int,
+}
 
 
 def _timeline(row: Mapping[Any, Any]) -> TimelineRow:

@@ -82,12 +82,17 @@ def _default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON data")
 
 
+_CANONICAL = json.JSONEncoder(
+    default=_default, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+)
+
+
 def canonical_json(value: Any) -> str:
     """Canonical JSON text (sorted keys, no spaces) of a decoded value: dates as ISO text,
     timestamps as UTC ISO text with milliseconds, decimals as text, bytes as base64."""
-    return json.dumps(
-        value, default=_default, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    )
+    if not value and isinstance(value, list):
+        return "[]"
+    return _CANONICAL.encode(value)
 
 
 def row_dict(row: Any) -> dict[str, Any]:
@@ -146,6 +151,8 @@ class TimelineRow:
 
     @cached_property
     def withheld_fields(self) -> Mapping[str, str]:
+        if self.withheld == "[]":
+            return {}
         return {w["field"]: w["clause_id"] for w in json.loads(self.withheld)}
 
     def row(self) -> dict[str, Any]:
