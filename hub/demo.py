@@ -57,7 +57,8 @@ log = structlog.get_logger(__name__)
 
 SEED = 20150302
 DEFAULT_SIZE = 240  # people in Knowsley; The Hague and Turin get a quarter as many each
-VIEW_AUDIENCES = ("police.iom", "mals", "mals.mentor", "kmbc", "safety_house", "eri")
+VIEW_AUDIENCES = ("police.iom", "mals", "mals.mentor", "kmbc", "safety_house", "nl_police",
+                  "hague_aftercare", "eri")  # fmt: skip
 UTC = dt.UTC
 
 SYSTEMS = {  # agency -> (source system, jurisdiction)
@@ -68,6 +69,7 @@ SYSTEMS = {  # agency -> (source system, jurisdiction)
     "mals": ("mals-db", "UK-ENG"),
     "safety_house": ("gcos", "NL"),
     "hague_municipality": ("hague-ov", "NL"),
+    "hague_aftercare": ("veiligheidshuis", "NL"),
     "eri": ("eri-crm", "IT"),
     "it_social_services": ("cisap-cartella", "IT"),
     "uepe": ("uepe-sipe", "IT"),
@@ -226,6 +228,7 @@ class Storylines:
     s5_events: list[str] = field(default_factory=list)  # arrest, breach, arrest, recall
     s6_name: str = ""
     s6_events: list[str] = field(default_factory=list)  # move, move, cohort exit
+    s11_events: list[str] = field(default_factory=list)  # visit, support, route application
     s7_name: str = ""
     s7_ids: dict[str, str] = field(default_factory=dict)
     s7_withdrawal: str = ""
@@ -771,6 +774,8 @@ class Generator:
             "plan_id": f"SHP-{100 + i:04d}", "case_id": case_id, "held_on": reviewed,
             "tasks": [{**t, "status": rng.choice(("achieved", "in_progress"))} for t in tasks],
             "notes": "Good progress; the family is engaging"}))  # fmt: skip
+        if i == 2:
+            self.s11_aftercare(i, key, file_id, reported)
         if i == 2 or rng.random() < 0.3:  # S9: the Mayor's area ban
             issued = agreed + dt.timedelta(days=2)
             district = rng.choice(NL_DISTRICTS)
@@ -785,6 +790,39 @@ class Generator:
                     "area_geometry": '{"type":"Polygon",'
                                      '"coordinates":[[[4.30,52.07],[4.31,52.06]]]}',
                     "protected_party_ref": f"PP-{rng.randrange(1000, 9999)}"}))  # fmt: skip
+
+    def s11_aftercare(self, i: int, key: str, file_id: str, reported: dt.date) -> None:
+        """S11: the Aftercare Team visits him in prison (needs in the five areas), gives support
+        within 72 hours of release, and applies for the housing route."""
+        ac = self.src["hague_aftercare"]
+        who = subject(f"NZ-2015-{100 + i:04d}", "aftercare_client_id", sh_file_id=file_id)
+        visited, released = reported - dt.timedelta(days=20), reported - dt.timedelta(days=6)
+        visit = self.add(FACTS, ac.event("aftercare.prison_visit", f"{key}:visit", who,
+                                         _at(visited, 10), {
+            "visited_on": visited, "establishment": "PI Haaglanden",
+            "expected_release_date": released,
+            "needs": [
+                {"pathway": "nl_ac_identity_papers", "need_code": "no_identity_papers",
+                 "summary": "ID card expired in custody", "support_arranged": "Application"},
+                {"pathway": "nl_ac_accommodation", "need_code": "homeless",
+                 "summary": "No address after release", "support_arranged": "Night shelter"},
+                {"pathway": "nl_ac_income", "need_code": "no_income",
+                 "summary": "No benefit yet", "support_arranged": "Benefit application"},
+                {"pathway": "nl_ac_debt", "need_code": "debt",
+                 "summary": "Fines and rent arrears", "support_arranged": "Debt counselling"},
+                {"pathway": "nl_ac_care", "need_code": "drug_dependency",
+                 "summary": "Wants treatment", "support_arranged": "Intake booked"}]}))
+        support = self.add(FACTS, ac.event("aftercare.release_support_given", f"{key}:support",
+                                           who, _at(released + dt.timedelta(days=1), 10), {
+            "given_at": _at(released + dt.timedelta(days=1), 10),
+            "items": ["supermarket_coupons", "debit_card", "travel_coupons"],
+            "notes": "Benefit applied for; debts of about EUR 3,400 to the CJIB"}))  # fmt: skip
+        route = self.add(FACTS, ac.event("route.application", f"{key}:route", who,
+                                         _at(released + dt.timedelta(days=3), 11), {
+            "application_id": f"ROUTE-2015-{100 + i:04d}", "route": "housing",
+            "applied_on": released + dt.timedelta(days=3), "age_years": 25, "homeless": True,
+            "on_probation": False, "outstanding_prosecutions": False}))  # fmt: skip
+        self.story.s11_events = [visit.event_id, support.event_id, route.event_id]
 
     # -- Turin ---------------------------------------------------------------------------------
     def turin(self, i: int) -> None:
@@ -1425,6 +1463,11 @@ def _more_lines(result: DemoResult) -> list[str]:
                  + ", ".join(f"{a} {n}" for a, n in sh.items() if n) + " records"
                  + ("" if any(sh[a] for a in sh if a != "safety_house") else
                     "; no UK or IT audience holds any"))  # fmt: skip
+    if story.s11_events:
+        lines.append("[bold]S11[/] the Hague Aftercare Team's prison visit (five areas), support "
+                     "after release and housing-route application, through the hague-aftercare "
+                     f"connector: seen by {_seen_by(result, story.s11_events)} of these views "
+                     "(benefit and debt detail never at the police)")  # fmt: skip
     it = {a: _query(v, "SELECT count(*) FROM view_timeline WHERE source_agency IN "
                        "('eri', 'it_social_services', 'uepe')")[0][0]
           for a, v in result.views.items()}  # fmt: skip
@@ -1584,6 +1627,8 @@ def demo_users(story: Storylines) -> list[DemoUser]:
                  story.s1_mentor or "MENTOR-01"),
         DemoUser("sh.processmanager", "demo-safety-house", "safety_house", "practitioner",
                  "a Safety House process manager (The Hague)"),
+        DemoUser("nl.police", "demo-hague-police", "nl_police", "practitioner",
+                 "a Hague police officer at the Safety House"),
         DemoUser("eri.coordinator", "demo-eri-coordinator", "eri", "practitioner",
                  "an ERI coordinator (Turin)"),
         DemoUser("auditor", "demo-hub-auditor", "hub", "auditor", "the hub's auditor"),

@@ -48,6 +48,8 @@ SH_TYPES = {  # event type -> soort (the Safety House case system's registration
     "sh.case_reported": "casusmelding", "sh.screening_completed": "screening",
     "sh.case_conference_held": "casusoverleg", "sh.action_plan_agreed": "plan_van_aanpak",
     "sh.review_held": "voortgangsoverleg", "mayor.order_issued": "burgemeestersmaatregel",
+    "aftercare.prison_visit": "nazorg_bezoek", "route.application": "route_aanvraag",
+    "aftercare.release_support_given": "nazorg_ondersteuning",
 }  # fmt: skip
 # (a restricted programme's records, S19, are not in the case system's export: its team would
 # send them through the ingest API, which is where the router refuses them)
@@ -75,6 +77,8 @@ def channel(item: Item) -> str:
         return "safety-house"
     if agency == "hague_municipality" and event_type == "mayor.order_issued":
         return "hague-municipality"
+    if agency == "hague_aftercare" and event_type in SH_TYPES:
+        return "hague-aftercare"
     if agency == "mals" and event_type in MALS_TYPES:
         return "mals-source"
     if agency in ("probation_crc", "probation_nps") and event_type in PROBATION_TYPES:
@@ -333,9 +337,13 @@ class PartnerFiles:
         env, p = item.record["envelope"], _payload(item.record)
         soort = SH_TYPES[item.event_type]
         number = "VH-R-" + item.source_key.split(":", 1)[1].replace(":", "-").upper()
-        file_id = item.extra.get("file_id") or env["subject"]["local_id"]
-        doc: dict[str, Any] = {"soort": soort, "registratienummer": number,
-                               "dossiernummer": file_id, "casusnummer": p.get("case_id")}
+        who = env["subject"]
+        doc: dict[str, Any] = {"soort": soort, "registratienummer": number}
+        if who["local_id_scheme"] == "aftercare_client_id":  # the Aftercare Team's client
+            doc |= {"clientnummer": who["local_id"], "dossiernummer": next(
+                (i["value"] for i in who["identifiers"] if i["scheme"] == "sh_file_id"), None)}
+        else:
+            doc |= {"dossiernummer": who["local_id"], "casusnummer": p.get("case_id")}
 
         def nl(day: Any) -> str | None:
             return day.strftime("%d-%m-%Y") if day else None
@@ -378,6 +386,23 @@ class PartnerFiles:
         elif soort == "voortgangsoverleg":
             doc |= {"plannummer": p["plan_id"], "datum": nl(p["held_on"]),
                     "taken": tasks(p["tasks"]), "notities": p.get("notes")}  # fmt: skip
+        elif soort == "nazorg_bezoek":
+            doc |= {"datum": nl(p["visited_on"]), "inrichting": p["establishment"],
+                    "verwachte_vrijlating": nl(p.get("expected_release_date")),
+                    "leefgebieden": [{"leefgebied": n["pathway"], "probleem": n["need_code"],
+                                      "toelichting": n.get("summary"),
+                                      "ondersteuning": n.get("support_arranged")}
+                                     for n in p["needs"]]}  # fmt: skip
+        elif soort == "nazorg_ondersteuning":
+            from zoneinfo import ZoneInfo
+
+            doc |= {"tijdstip": p["given_at"].astimezone(ZoneInfo("Europe/Amsterdam")).strftime(
+                "%d-%m-%Y %H:%M"), "verstrekt": p["items"], "notities": p.get("notes")}
+        elif soort == "route_aanvraag":
+            doc |= {"aanvraagnummer": p["application_id"], "route": "wonen",
+                    "datum": nl(p["applied_on"]), "leeftijd": p.get("age_years"),
+                    "dakloos": yn(p.get("homeless")), "reclassering": yn(p.get("on_probation")),
+                    "openstaande_zaken": yn(p.get("outstanding_prosecutions"))}  # fmt: skip
         else:  # burgemeestersmaatregel, the Mayor's order (recorded by OOV)
             doc |= {"maatregelnummer": p["order_id"], "maatregel": "gebiedsverbod",
                     "besluitdatum": nl(p["issued_on"]), "besloten_door": p["issued_by"],
@@ -634,7 +659,8 @@ class FeedReport:
 
 
 CONNECTOR_NAMES = ("police", "prison", "probation-crc", "probation-nps", "eri", "safety-house",
-                   "hague-municipality")  # fmt: skip
+                   "hague-municipality", "hague-aftercare")  # fmt: skip
+SH_PARTS = ("safety-house", "hague-municipality", "hague-aftercare")
 
 
 class PartnerFeeds:
@@ -714,14 +740,14 @@ class PartnerFeeds:
                 self.files.eri_row(item, self.registers)
             path = self.files.write_eri(f"{number}-eri-registro.csv", self._bad("eri"))
             lines.append(self._run("eri", path))
-        sh = [i for i in items if channel(i) in ("safety-house", "hague-municipality")]
+        sh = [i for i in items if channel(i) in SH_PARTS]
         if sh:  # one export of the day's registrations; each part's connector reads it
             docs = [self.files.sh_doc(i) for i in sh]
             if self._bad("safety-house"):
                 docs.append(self.files.sh_bad())
             path = self.files.write_json(f"{number}-veiligheidshuis-registraties.json",
                                          {"registraties": docs})  # fmt: skip
-            for name in ("safety-house", "hague-municipality"):
+            for name in SH_PARTS:
                 lines.append(self._run(name, path))
         if by.get("mals-source"):
             self.mals.record(by["mals-source"], self._bad("mals-source"))

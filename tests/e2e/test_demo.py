@@ -181,7 +181,7 @@ def test_the_audit_trail_verifies_and_counts_everything(result) -> None:  # type
 # -- the partners' connectors ------------------------------------------------------------------
 
 FILE_CONNECTORS = ("police", "prison", "probation-crc", "probation-nps", "eri", "safety-house",
-                   "hague-municipality")  # fmt: skip
+                   "hague-municipality", "hague-aftercare")  # fmt: skip
 
 
 def test_every_partner_file_went_through_its_connector_and_the_counts_add_up(result) -> None:  # type: ignore[no-untyped-def]
@@ -219,7 +219,7 @@ def test_the_deliberately_bad_rows_are_quarantined_with_file_line_and_reason(res
     # one bad row in the first file of each of six connectors; the municipality's part has none
     assert {n: feeds.summaries[n].rejected for n in FILE_CONNECTORS} == {
         "police": 1, "prison": 1, "probation-crc": 1, "probation-nps": 1, "eri": 1,
-        "safety-house": 1, "hague-municipality": 0}  # fmt: skip
+        "safety-house": 1, "hague-municipality": 0, "hague-aftercare": 0}  # fmt: skip
     fields = {e["fields"][0] for e in quarantined}
     assert fields == {"date_of_birth", "release_date", "rosh", "codice_fiscale", "complex"}
     for entry in quarantined:
@@ -325,6 +325,32 @@ def test_the_report_names_every_connector_storyline_and_the_verified_trail(resul
     text = out.getvalue()
     for name in (*FILE_CONNECTORS, "mals-source", "mals-sink", "HTTP ingest"):
         assert f"  {name} " in text, name
-    for label in ("S1", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S12", "S19"):
+    for label in ("S1", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S11", "S12", "S19"):
         assert f"{label} " in text, label
     assert f"hub audit verify: {result.audit_summary}" in text
+
+
+def test_s9_nl_police_get_the_mayors_order_and_aftercare_its_own_tasks(result) -> None:  # type: ignore[no-untyped-def]
+    orders = rows(result, "nl_police", "SELECT * FROM view_timeline WHERE event_type = "
+                  "'mayor.order_issued'")  # fmt: skip
+    assert orders and {o["clause_id"] for o in orders} == {"sh-5"}
+    assert all(json.loads(o["payload"])["area_name"] for o in orders)
+    for row, payload in payloads(result, "hague_aftercare"):
+        if row["event_type"] == "sh.action_plan_agreed":
+            assert {t["organisation"] for t in payload["tasks"]} == {"hague_aftercare"}
+    reported = rows(result, "nl_police", "SELECT * FROM view_timeline WHERE event_type = "
+                    "'sh.case_reported'")  # fmt: skip
+    assert reported and all("reason" in withheld(r) for r in reported)
+
+
+def test_s11_aftercare_registrations_came_through_the_aftercare_connector(result) -> None:  # type: ignore[no-untyped-def]
+    story = result.data.story
+    assert len(story.s11_events) == 3
+    assert result.feeds.summaries["hague-aftercare"].published == 3
+    ledger = result.settings.home / "connectors" / "hague-aftercare" / "ledger.sqlite"
+    with sqlite3.connect(ledger) as conn:
+        published = {r[0] for r in conn.execute("SELECT event_id FROM published")}
+    assert set(story.s11_events) <= published
+    for event_id in story.s11_events:  # benefit and debt detail: never at the police, nor abroad
+        for audience in ("nl_police", "police.iom", "mals", "kmbc", "eri"):
+            assert timeline(result, audience, event_id) is None, (audience, event_id)
