@@ -224,6 +224,8 @@ class Storylines:
     s3_name: str = ""
     s3_referral: str = ""  # referral.created (NPS -> MALS) with MAPPA notes
     s3_referral_id: str = ""  # the NPS's own reference for it
+    s2_nominated: list[str] = field(default_factory=list)  # lcp.nominated (HMP Liverpool)
+    s2_completed: list[str] = field(default_factory=list)  # lcp.completed (MALS' database)
     s5_name: str = ""
     s5_events: list[str] = field(default_factory=list)  # arrest, breach, arrest, recall
     s6_name: str = ""
@@ -618,6 +620,9 @@ class Generator:
                         "sector": rng.choice(("recycling", "construction", "charity")),
                         "hours_per_week": rng.choice((16, 24, 37)), "supported_by": "mals"}))
 
+        if 6 <= i < 18:  # S2: twelve nominations from one wing for the in-prison LCP
+            self.s2_lcp(i, key, n, who, received, release, given, family, born, home)
+
         # waves 2 and 3: a withdrawal, and a contact after it -----------------------------------
         if withdraws and not in_custody:
             withdrawn_on = release + dt.timedelta(days=80)
@@ -635,6 +640,50 @@ class Generator:
             if i == 2:
                 self.story.s7_name, self.story.s7_ids = name, dict(ids)
                 self.story.s7_withdrawal, self.story.s7_after = withdrawal.event_id, later.event_id
+
+    def s2_lcp(self, i: int, key: str, n: int, who: Any, received: dt.date,
+               release: dt.date, given: str, family: str, born: dt.date,
+               home: Mapping[str, Any]) -> None:  # fmt: skip
+        """S2: HMP Liverpool nominates prisoners of wing G for MALS' Life Change Programme; those
+        released within six months of the run are enrolled (MALS' manager decides), attend in
+        MALS' database (lcp_attendance), and graduate (an 'LCP graduation' outcome)."""
+        prison, mals = self.src["hmp_liverpool"], self.src["mals"]
+        nominated = max(received + dt.timedelta(days=5), _day("2015-01-12"))
+        run = "LCP-HMPL-2015-1"
+        item = self.add(RECORDS, prison.event("lcp.nominated", f"{key}:lcp:nominated",
+                                              who("prison_number"), _at(nominated, 11), {
+            "nomination_id": f"NOM-{n}", "run_id": run, "nominated_on": nominated,
+            "nominated_by": "Wing G governor", "establishment": "HMP Liverpool", "wing": "G",
+            "home_area": home["area"], "expected_release_date": release, "voluntary": True}))
+        self.story.s2_nominated.append(item.event_id)
+        starts = _day("2015-02-02")
+        if release > starts + dt.timedelta(days=183) or release < starts + dt.timedelta(days=42):
+            return  # not released within six months of the run (or before its end): not enrolled
+        client = f"MALS-{n:05d}"
+        who_mals = subject(client, "mals_client_id", pnc_id=who("pnc_id")["local_id"])
+        self.mals_clients.setdefault(client, {
+            "client_id": client, "first_name": given, "surname": family, "dob": born,
+            "area": home["area"], "prison_no": who("prison_number")["local_id"],
+            "created_by": "MALS LCP facilitator"})  # fmt: skip
+        self.story.mentee_family_names.setdefault(client, family)
+        self.add(RESPONSES, mals.event("lcp.enrolled", f"{key}:lcp:enrolled", who_mals,
+                                       _at(starts - dt.timedelta(days=7), 10), {
+            "run_id": run, "enrolled_on": starts - dt.timedelta(days=7), "setting": "custodial"}))
+        themes = ("communication", "values_and_beliefs", "making_a_change", "cv_and_interview",
+                  "victim_awareness", "goal_setting")  # fmt: skip
+        for s_ in range(6):
+            day = starts + dt.timedelta(days=7 * s_)
+            item = self.add(FACTS, mals.event("lcp.session_attended", f"{key}:lcp:{s_}", who_mals,
+                                              _at(day, 9), {
+                "run_id": run, "session_number": s_ + 1, "session_date": day, "period": "am",
+                "theme": themes[s_], "duration_minutes": 180,
+                "facilitator_notes": "Spoke for the first time about his childhood"}))
+        done = self.add(FACTS, mals.event("lcp.completed", f"{key}:lcp:completed", who_mals,
+                                          _at(starts + dt.timedelta(days=42), 9), {
+            "run_id": run, "completed_on": starts + dt.timedelta(days=42),
+            "certificate_awarded": True, "family_attended": i % 2 == 0, "sessions_attended": 6,
+            "sessions_total": 6}))  # fmt: skip
+        self.story.s2_completed.append(done.event_id)
 
     def s5_breach(self, key: str, name: str, who: Any, release: dt.date,
                   corvus: Mapping[str, Any]) -> None:  # fmt: skip
@@ -1440,6 +1489,12 @@ def _more_lines(result: DemoResult) -> list[str]:
     """S4, S5, S6, S9 and S12 in a line or two each."""
     story, feeds = result.data.story, result.feeds
     lines = []
+    if story.s2_nominated:
+        lines.append(f"[bold]S2[/] LCP in HMP Liverpool: {len(story.s2_nominated)} nominations "
+                     f"from wing G (seen by {_seen_by(result, story.s2_nominated)}); "
+                     f"{len(story.s2_completed)} graduates, attendance kept in MALS' database "
+                     f"(completion seen by {_seen_by(result, story.s2_completed)}; the "
+                     "facilitators' notes never leave MALS)")  # fmt: skip
     contacts = {a: _query(v, "SELECT count(*) FROM view_timeline WHERE event_type = "
                              "'mentoring.contact'")[0][0] for a, v in result.views.items()}
     lines.append("[bold]S4[/] mentoring recorded once, in MALS' own database: "
@@ -1509,20 +1564,20 @@ def print_report(console: Any, result: DemoResult, *, broker: str, home: Path,
                   "rejected rows in its quarantine/ folder, one JSON line each with file, line "
                   "and reasons)", highlight=False)  # fmt: skip
     for name, summary in feeds.summaries.items():
-        console.print(f"  {name:<14} read {summary.read}, published {summary.published}, "
+        console.print(f"  {name:<18} read {summary.read}, published {summary.published}, "
                       f"rejected {summary.rejected}, skipped {summary.skipped}; "
                       f"{summary.events} events ({summary.corrections} corrections)",
                       highlight=False)  # fmt: skip
     rows, sent, failed = feeds.mals_source
-    console.print(f"  {'mals-source':<14} MALS' database: {rows} outbox rows from staff entries, "
+    console.print(f"  {'mals-source':<18} MALS' database: {rows} outbox rows from staff entries, "
                   f"{sent} published, {failed} failed (reason in hub_outbox.error)",
                   highlight=False)  # fmt: skip
     sunk = ", ".join(f"{k} {n}" for k, n in sorted(feeds.mals_sink.items()))
-    console.print(f"  {'mals-sink':<14} deliver.mals into MALS' database: {sunk}; its referrals "
-                  f"table holds {len(feeds.mals_referrals)} referrals, keyed by nobody",
+    console.print(f"  {'mals-sink':<18} deliver.mals into MALS' database: {sunk}; its referrals "
+                  f"table holds {len(feeds.mals_referrals)} referrals, none re-keyed by hand",
                   highlight=False)  # fmt: skip
     posted = ", ".join(f"{a} {n}" for a, n in sorted(feeds.posted.items()))
-    console.print(f"  {'HTTP ingest':<14} {sum(feeds.posted.values())} documents in "
+    console.print(f"  {'HTTP ingest':<18} {sum(feeds.posted.values())} documents in "
                   f"{feeds.requests} requests: {posted}", highlight=False)  # fmt: skip
 
     console.print()

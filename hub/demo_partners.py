@@ -484,7 +484,8 @@ class PartnerFiles:
 
 # -- MALS' own database ---------------------------------------------------------------------------
 
-MALS_TYPES = ("mentoring.contact", "outcome.housing_secured", "outcome.employment_started")
+MALS_TYPES = ("mentoring.contact", "outcome.housing_secured", "outcome.employment_started",
+              "lcp.session_attended", "lcp.completed")  # fmt: skip
 
 
 def _label(mapping: Mapping[str, str], code: str) -> str:
@@ -519,7 +520,7 @@ class MalsDesk:
         from sqlalchemy import insert
 
         from connectors.mals import codes
-        from connectors.mals.schema import clients, mentors, outcomes, sessions
+        from connectors.mals.schema import clients, lcp_attendance, mentors, outcomes, sessions
 
         with self.engine.begin() as conn:
             for item in items:
@@ -546,6 +547,24 @@ class MalsDesk:
                         pathways="; ".join(_label(codes.PATHWAYS, c) for c in p["pathways"]),
                         family_present=p.get("family_involved"), notes=p.get("notes")))
                     self.rows[item.event_id] = ("sessions", row.inserted_primary_key[0])
+                elif item.event_type == "lcp.session_attended":
+                    row = conn.execute(insert(lcp_attendance).values(
+                        client_id=client_id, run_ref=p["run_id"], session_no=p["session_number"],
+                        session_date=p["session_date"],
+                        am_pm=_label(codes.PERIODS, p["period"]),
+                        theme=_label(codes.LCP_THEMES, p["theme"]),
+                        hours=p["duration_minutes"] / 60, attended=True,
+                        facilitator_notes=p.get("facilitator_notes")))  # fmt: skip
+                    self.rows[item.event_id] = ("lcp_attendance", row.inserted_primary_key[0])
+                elif item.event_type == "lcp.completed":
+                    row = conn.execute(insert(outcomes).values(
+                        client_id=client_id, outcome_type="LCP graduation",
+                        outcome_date=p["completed_on"], run_ref=p["run_id"],
+                        certificate=p.get("certificate_awarded"),
+                        family_attended=p.get("family_attended"),
+                        sessions_attended=p.get("sessions_attended"),
+                        sessions_total=p.get("sessions_total")))  # fmt: skip
+                    self.rows[item.event_id] = ("outcomes", row.inserted_primary_key[0])
                 elif item.event_type == "outcome.housing_secured":
                     row = conn.execute(insert(outcomes).values(
                         client_id=client_id, outcome_type="Housing",
@@ -757,7 +776,7 @@ class PartnerFeeds:
             failed = stats.failed - before["failed"]
             self.report.mals_source = self.mals.outbox()
             self.report.id_map.update(self.mals.published())
-            lines.append(f"{'mals-source':<14} MALS' database {self.mals.path.name}: "
+            lines.append(f"{'mals-source':<18} MALS' database {self.mals.path.name}: "
                          f"{sent + failed} outbox rows, {sent} published, {failed} failed")
         if by.get("http"):
             lines.append(self._post(number, by["http"]))
@@ -782,7 +801,7 @@ class PartnerFeeds:
         self.report.summaries[name] = summary if total is None else total + summary
         where = f"; rejected rows in quarantine/{Path(summary.quarantine[0]).name}" if (
             summary.quarantine) else ""
-        return (f"{name:<14} {path.name}: read {summary.read}, published {summary.published}, "
+        return (f"{name:<18} {path.name}: read {summary.read}, published {summary.published}, "
                 f"rejected {summary.rejected}, skipped {summary.skipped}; {summary.events} "
                 f"events ({summary.corrections} corrections){where}")  # fmt: skip
 
@@ -813,7 +832,7 @@ class PartnerFeeds:
                 self.report.posted[agency] = self.report.posted.get(agency, 0) + len(docs)
         if number == 1:
             self.write_sample(by)
-        return f"{'HTTP ingest':<14} {sent} documents from {len(by)} agencies"
+        return f"{'HTTP ingest':<18} {sent} documents from {len(by)} agencies"
 
     def write_sample(self, by: Mapping[str, Sequence[dict[str, Any]]]) -> None:
         """One posted document per agency, for a newcomer to read."""

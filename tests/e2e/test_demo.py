@@ -325,7 +325,7 @@ def test_the_report_names_every_connector_storyline_and_the_verified_trail(resul
     text = out.getvalue()
     for name in (*FILE_CONNECTORS, "mals-source", "mals-sink", "HTTP ingest"):
         assert f"  {name} " in text, name
-    for label in ("S1", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S11", "S12", "S19"):
+    for label in ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S11", "S12", "S19"):
         assert f"{label} " in text, label
     assert f"hub audit verify: {result.audit_summary}" in text
 
@@ -354,3 +354,20 @@ def test_s11_aftercare_registrations_came_through_the_aftercare_connector(result
     for event_id in story.s11_events:  # benefit and debt detail: never at the police, nor abroad
         for audience in ("nl_police", "police.iom", "mals", "kmbc", "eri"):
             assert timeline(result, audience, event_id) is None, (audience, event_id)
+
+
+def test_s2_lcp_nominations_reach_mals_and_completions_the_partners(result) -> None:  # type: ignore[no-untyped-def]
+    story = result.data.story
+    assert story.s2_nominated and story.s2_completed
+    for event_id in story.s2_nominated:
+        row = timeline(result, "mals", event_id)
+        assert row is not None and row["clause_id"] == "mals-8"
+        for audience in ("police.iom", "kmbc", "mals.mentor"):
+            assert timeline(result, audience, event_id) is None
+    for event_id in story.s2_completed:  # from MALS' database through the MALS source
+        assert timeline(result, "police.iom", event_id)["clause_id"] == "mals-42"
+        assert timeline(result, "mals", event_id) is not None
+    for audience in ("police.iom", "kmbc", "mals", "mals.mentor"):
+        for row in rows(result, audience, "SELECT payload FROM view_timeline WHERE event_type "
+                        "LIKE 'lcp.%'"):  # fmt: skip
+            assert "childhood" not in row["payload"], "session disclosures never leave MALS"
