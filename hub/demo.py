@@ -70,6 +70,7 @@ SYSTEMS = {  # agency -> (source system, jurisdiction)
     "safety_house": ("gcos", "NL"),
     "hague_municipality": ("hague-ov", "NL"),
     "hague_aftercare": ("veiligheidshuis", "NL"),
+    "nl_probation": ("reclassering-iris", "NL"),
     "eri": ("eri-crm", "IT"),
     "it_social_services": ("cisap-cartella", "IT"),
     "uepe": ("uepe-sipe", "IT"),
@@ -230,6 +231,7 @@ class Storylines:
     s5_events: list[str] = field(default_factory=list)  # arrest, breach, arrest, recall
     s6_name: str = ""
     s6_events: list[str] = field(default_factory=list)  # move, move, cohort exit
+    s10_events: list[str] = field(default_factory=list)  # plan, risk, order, extension, plan
     s11_events: list[str] = field(default_factory=list)  # visit, support, route application
     s7_name: str = ""
     s7_ids: dict[str, str] = field(default_factory=dict)
@@ -304,7 +306,7 @@ class Generator:
         return item
 
     def generate(self, size: int) -> DemoData:
-        uk, nl, it = max(size, 4), max(size // 4, 2), max(size // 4, 1)
+        uk, nl, it = max(size, 4), max(size // 4, 4), max(size // 4, 1)
         for i in range(uk):
             self.knowsley(i)
         for i in range(nl):
@@ -825,6 +827,8 @@ class Generator:
             "notes": "Good progress; the family is engaging"}))  # fmt: skip
         if i == 2:
             self.s11_aftercare(i, key, file_id, reported)
+        if i == 3:
+            self.s10_mr_x(i, key, who, case_id, agreed)
         if i == 2 or rng.random() < 0.3:  # S9: the Mayor's area ban
             issued = agreed + dt.timedelta(days=2)
             district = rng.choice(NL_DISTRICTS)
@@ -839,6 +843,58 @@ class Generator:
                     "area_geometry": '{"type":"Polygon",'
                                      '"coordinates":[[[4.30,52.07],[4.31,52.06]]]}',
                     "protected_party_ref": f"PP-{rng.randrange(1000, 9999)}"}))  # fmt: skip
+
+    def s10_mr_x(self, i: int, key: str, who: Any, case_id: str, agreed: dt.date) -> None:
+        """S10: Mr X's early release, co-ordinated by the Safety House: a pre-release plan with a
+        task per partner, NL probation's risk assessment, the Mayor's spatial restraining order
+        (the victim's family is the protected party) and its extension, a job, the long-term
+        plan."""
+        sh, mayor = self.src["safety_house"], self.src["hague_municipality"]
+        plan = {"case_id": case_id, "term": "pre_release", "approach": "treatment",
+                "lead_org": "nl_probation", "goals": ["A safe return", "Work"], "tasks": [
+                    {"task_id": "T1", "organisation": "nl_probation",
+                     "description": "Risk assessment and job search", "status": "in_progress"},
+                    {"task_id": "T2", "organisation": "nl_police",
+                     "description": "Liaison with the victim's family; emergency line",
+                     "status": "in_progress"},
+                    {"task_id": "T3", "organisation": "hague_municipality",
+                     "description": "Spatial restraining order", "status": "planned"},
+                    {"task_id": "T4", "organisation": "hague_aftercare",
+                     "description": "Benefits, travel costs, ID papers", "status": "planned"}]}
+        pre = self.add(FACTS, sh.event("sh.action_plan_agreed", f"{key}:mrx:plan", who,
+                                       _at(agreed + dt.timedelta(days=1), 11), {
+            **plan, "plan_id": f"SHP-X-{100 + i:04d}", "agreed_on": agreed + dt.timedelta(days=1),
+            "review_date": agreed + dt.timedelta(days=30)}))  # fmt: skip
+        risk = self.add(FACTS, self.src["nl_probation"].event(
+            "assessment.risk_of_harm", f"{key}:mrx:risk", who,
+            _at(agreed + dt.timedelta(days=3), 14), {
+                "assessed_on": agreed + dt.timedelta(days=3), "risk_level": "high",
+                "assessor": {"organisation": "nl_probation", "role": "reclasseringswerker",
+                             "name": "E. Bouzid"}, "tool": "RISc",
+                "summary": "Risk to the victim's family if contact is sought"}))  # fmt: skip
+        order_area = "Moerwijk-Oost (around the family's street)"
+        first = self.add(FACTS, mayor.event("mayor.order_issued", f"{key}:mrx:order", who,
+                                            _at(agreed + dt.timedelta(days=5), 16), {
+            "order_id": f"BURG-X-{i:04d}", "order_type": "spatial_restraining_order",
+            "issued_on": agreed + dt.timedelta(days=5), "issued_by": "Burgemeester van Den Haag",
+            "legal_basis": "Gemeentewet art. 172a", "valid_from": agreed + dt.timedelta(days=7),
+            "valid_until": agreed + dt.timedelta(days=97), "area_name": order_area,
+            "area_geometry": '{"type":"Polygon","coordinates":[[[4.28,52.05],[4.29,52.04]]]}',
+            "protected_party_ref": f"PP-X-{i:04d}"}))  # fmt: skip
+        longer = self.add(AFTER, mayor.event("mayor.order_issued", f"{key}:mrx:extended", who,
+                                             _at(agreed + dt.timedelta(days=90), 16), {
+            "order_id": f"BURG-X-{i:04d}-V", "order_type": "spatial_restraining_order",
+            "issued_on": agreed + dt.timedelta(days=90), "issued_by": "Burgemeester van Den Haag",
+            "legal_basis": "Gemeentewet art. 172a", "valid_from": agreed + dt.timedelta(days=97),
+            "valid_until": agreed + dt.timedelta(days=187), "area_name": order_area,
+            "extends_order_id": f"BURG-X-{i:04d}", "protected_party_ref": f"PP-X-{i:04d}"}))
+        later = self.add(AFTER, sh.event("sh.action_plan_agreed", f"{key}:mrx:longplan", who,
+                                         _at(agreed + dt.timedelta(days=120), 11), {
+            **plan, "term": "long_term", "plan_id": f"SHP-XL-{100 + i:04d}",
+            "agreed_on": agreed + dt.timedelta(days=120),
+            "review_date": agreed + dt.timedelta(days=180)}))  # fmt: skip
+        self.story.s10_events = [pre.event_id, risk.event_id, first.event_id, longer.event_id,
+                                 later.event_id]  # fmt: skip
 
     def s11_aftercare(self, i: int, key: str, file_id: str, reported: dt.date) -> None:
         """S11: the Aftercare Team visits him in prison (needs in the five areas), gives support
@@ -1518,6 +1574,12 @@ def _more_lines(result: DemoResult) -> list[str]:
                  + ", ".join(f"{a} {n}" for a, n in sh.items() if n) + " records"
                  + ("" if any(sh[a] for a in sh if a != "safety_house") else
                     "; no UK or IT audience holds any"))  # fmt: skip
+    if story.s10_events:
+        _, _, order, extension, _ = story.s10_events
+        lines.append("[bold]S10[/] Mr X's early release: pre-release and long-term plans with a "
+                     "task per partner, the Mayor's spatial restraining order and its extension "
+                     f"(seen by {_seen_by(result, [order, extension])}; boundaries and the "
+                     "protected family at the police only)")  # fmt: skip
     if story.s11_events:
         lines.append("[bold]S11[/] the Hague Aftercare Team's prison visit (five areas), support "
                      "after release and housing-route application, through the hague-aftercare "

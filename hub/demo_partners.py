@@ -404,7 +404,9 @@ class PartnerFiles:
                     "dakloos": yn(p.get("homeless")), "reclassering": yn(p.get("on_probation")),
                     "openstaande_zaken": yn(p.get("outstanding_prosecutions"))}  # fmt: skip
         else:  # burgemeestersmaatregel, the Mayor's order (recorded by OOV)
-            doc |= {"maatregelnummer": p["order_id"], "maatregel": "gebiedsverbod",
+            doc |= {"maatregelnummer": p["order_id"], "maatregel": {
+                        "area_ban": "gebiedsverbod", "spatial_restraining_order": "locatieverbod",
+                    }.get(p["order_type"], p["order_type"]), "verlengt": p.get("extends_order_id"),
                     "besluitdatum": nl(p["issued_on"]), "besloten_door": p["issued_by"],
                     "grondslag": p["legal_basis"], "geldig_van": nl(p["valid_from"]),
                     "geldig_tot": nl(p["valid_until"]), "gebied": p["area_name"],
@@ -488,6 +490,12 @@ MALS_TYPES = ("mentoring.contact", "outcome.housing_secured", "outcome.employmen
               "lcp.session_attended", "lcp.completed")  # fmt: skip
 
 
+def _pk(result: Any) -> int:
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
+
+
 def _label(mapping: Mapping[str, str], code: str) -> str:
     """MALS' label for a hub code (the source connector maps it back)."""
     return next(label for label, c in mapping.items() if c == code)
@@ -546,7 +554,7 @@ class MalsDesk:
                         hours=p["duration_minutes"] / 60,
                         pathways="; ".join(_label(codes.PATHWAYS, c) for c in p["pathways"]),
                         family_present=p.get("family_involved"), notes=p.get("notes")))
-                    self.rows[item.event_id] = ("sessions", row.inserted_primary_key[0])
+                    self.rows[item.event_id] = ("sessions", _pk(row))
                 elif item.event_type == "lcp.session_attended":
                     row = conn.execute(insert(lcp_attendance).values(
                         client_id=client_id, run_ref=p["run_id"], session_no=p["session_number"],
@@ -555,7 +563,7 @@ class MalsDesk:
                         theme=_label(codes.LCP_THEMES, p["theme"]),
                         hours=p["duration_minutes"] / 60, attended=True,
                         facilitator_notes=p.get("facilitator_notes")))  # fmt: skip
-                    self.rows[item.event_id] = ("lcp_attendance", row.inserted_primary_key[0])
+                    self.rows[item.event_id] = ("lcp_attendance", _pk(row))
                 elif item.event_type == "lcp.completed":
                     row = conn.execute(insert(outcomes).values(
                         client_id=client_id, outcome_type="LCP graduation",
@@ -564,20 +572,20 @@ class MalsDesk:
                         family_attended=p.get("family_attended"),
                         sessions_attended=p.get("sessions_attended"),
                         sessions_total=p.get("sessions_total")))  # fmt: skip
-                    self.rows[item.event_id] = ("outcomes", row.inserted_primary_key[0])
+                    self.rows[item.event_id] = ("outcomes", _pk(row))
                 elif item.event_type == "outcome.housing_secured":
                     row = conn.execute(insert(outcomes).values(
                         client_id=client_id, outcome_type="Housing",
                         outcome_date=p["secured_on"], organisation=p.get("provider"),
                         category=_label(codes.HOUSING_TYPES, p["housing_type"])))
-                    self.rows[item.event_id] = ("outcomes", row.inserted_primary_key[0])
+                    self.rows[item.event_id] = ("outcomes", _pk(row))
                 else:  # outcome.employment_started
                     row = conn.execute(insert(outcomes).values(
                         client_id=client_id, outcome_type="Employment",
                         outcome_date=p["started_on"], organisation=p.get("employer"),
                         category=_label(codes.EMPLOYMENT_TYPES, p["employment_type"]),
                         hours_per_week=p.get("hours_per_week")))
-                    self.rows[item.event_id] = ("outcomes", row.inserted_primary_key[0])
+                    self.rows[item.event_id] = ("outcomes", _pk(row))
             if bad and self.known:  # a mode MALS' screen allowed once, and no code maps
                 conn.execute(insert(sessions).values(
                     client_id=sorted(self.known)[0], session_date=dt.date(2015, 6, 1),

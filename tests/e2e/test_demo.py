@@ -325,7 +325,8 @@ def test_the_report_names_every_connector_storyline_and_the_verified_trail(resul
     text = out.getvalue()
     for name in (*FILE_CONNECTORS, "mals-source", "mals-sink", "HTTP ingest"):
         assert f"  {name} " in text, name
-    for label in ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S11", "S12", "S19"):
+    for label in ("S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8", "S9", "S10", "S11", "S12",
+                  "S19"):  # fmt: skip
         assert f"{label} " in text, label
     assert f"hub audit verify: {result.audit_summary}" in text
 
@@ -371,3 +372,28 @@ def test_s2_lcp_nominations_reach_mals_and_completions_the_partners(result) -> N
         for row in rows(result, audience, "SELECT payload FROM view_timeline WHERE event_type "
                         "LIKE 'lcp.%'"):  # fmt: skip
             assert "childhood" not in row["payload"], "session disclosures never leave MALS"
+
+
+def test_s10_the_restraining_order_and_the_victims_family_stay_with_the_police(result) -> None:  # type: ignore[no-untyped-def]
+    pre_plan, _risk, order, extension, long_plan = result.data.story.s10_events
+    for event_id in (order, extension):
+        police = timeline(result, "nl_police", event_id)
+        assert police is not None and police["clause_id"] == "sh-5"
+        payload = json.loads(police["payload"])
+        assert payload["area_name"] and payload["protected_party_ref"]
+        sh = timeline(result, "safety_house", event_id)
+        assert sh is not None and "protected_party_ref" in withheld(sh)
+        assert "protected_party_ref" not in json.loads(sh["payload"])
+        assert timeline(result, "hague_aftercare", event_id) is None
+    assert json.loads(timeline(result, "nl_police", order)["payload"])["area_geometry"]
+    assert "area_geometry" in withheld(timeline(result, "safety_house", order))
+    extended = json.loads(timeline(result, "nl_police", extension)["payload"])
+    assert extended["extends_order_id"] == json.loads(
+        timeline(result, "nl_police", order)["payload"])["order_id"]  # fmt: skip
+    for plan in (pre_plan, long_plan):  # each partner its own task
+        for audience, organisation in (("nl_police", "nl_police"),
+                                       ("hague_aftercare", "hague_aftercare")):  # fmt: skip
+            row = timeline(result, audience, plan)
+            assert row is not None
+            assert {t["organisation"] for t in json.loads(row["payload"])["tasks"]} == {
+                organisation}  # fmt: skip
