@@ -60,6 +60,9 @@ DEFAULT_SIZE = 240  # people in Knowsley; The Hague and Turin get a quarter as m
 VIEW_AUDIENCES = ("police.iom", "mals", "mals.mentor", "kmbc", "safety_house", "nl_police",
                   "hague_aftercare", "eri")  # fmt: skip
 UTC = dt.UTC
+NL_AUDIENCES = ("safety_house", "nl_police", "hague_aftercare", "hague_municipality", "nl_housing",
+                "nl_probation", "nl_prosecutor", "nl_health")  # fmt: skip
+IT_AUDIENCES = ("eri", "it_social_services", "uepe", "collegno")
 
 SYSTEMS = {  # agency -> (source system, jurisdiction)
     "police": ("corvus", "UK-ENG"),
@@ -1572,7 +1575,7 @@ def _more_lines(result: DemoResult) -> list[str]:
           for a, v in result.views.items()}  # fmt: skip
     lines.append("[bold]S9[/] Safety House cases, plans and the Mayor's orders (Dutch export): "
                  + ", ".join(f"{a} {n}" for a, n in sh.items() if n) + " records"
-                 + ("" if any(sh[a] for a in sh if a != "safety_house") else
+                 + ("" if any(sh[a] for a in sh if a not in NL_AUDIENCES) else
                     "; no UK or IT audience holds any"))  # fmt: skip
     if story.s10_events:
         _, _, order, extension, _ = story.s10_events
@@ -1590,7 +1593,7 @@ def _more_lines(result: DemoResult) -> list[str]:
           for a, v in result.views.items()}  # fmt: skip
     lines.append("[bold]S12[/] ERI's register (Italian CSV): "
                  + ", ".join(f"{a} {n}" for a, n in it.items() if n) + " records"
-                 + ("" if any(it[a] for a in it if a != "eri") else
+                 + ("" if any(it[a] for a in it if a not in IT_AUDIENCES) else
                     "; no UK or NL audience holds any"))  # fmt: skip
     return lines
 

@@ -329,6 +329,7 @@ def test_the_report_names_every_connector_storyline_and_the_verified_trail(resul
                   "S19"):  # fmt: skip
         assert f"{label} " in text, label
     assert f"hub audit verify: {result.audit_summary}" in text
+    assert "no UK or IT audience holds any" in text and "no UK or NL audience holds any" in text
 
 
 def test_s9_nl_police_get_the_mayors_order_and_aftercare_its_own_tasks(result) -> None:  # type: ignore[no-untyped-def]
