@@ -22,7 +22,7 @@ from hub.topics import Topics
 # `HUBTEST_REGEN=1 pytest tests/connectors` rewrites the golden expectations; review the diff.
 REGEN = os.environ.get("HUBTEST_REGEN") == "1"
 # rows of the generated "very large file" of each connector's bad-input tests
-LARGE = 100_000 if os.environ.get("HUBTEST_TIER") == "soak" else 20_000
+LARGE = 100_000 if os.environ.get("HUBTEST_TIER") == "soak" else 10_000
 
 
 def memory_publisher(connector: Connector, codec: Any, prefix: str = "") -> Publisher:
