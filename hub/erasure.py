@@ -13,6 +13,9 @@ can be given too):
 3. writes one ``erased`` audit entry: the audit pseudonym of the subject, the actor and the
    justification, the counts; no name, identifier or value (ICO: "do not record the data itself
    in your logs of erasure").
+4. (``hub.bootstrap.erase_subjects``) deletes the subject's identity links, local ids,
+   registrations and facts from the policy state, so their pseudonyms can no longer be tied to
+   anyone (DESIGN 8) and no case key (a victim reference) stays in the hub database.
 
 The records of steps 2 and 3 go out in one Kafka transaction. The keys are destroyed first: if
 the transaction then fails, the command is run again (it is idempotent).
