@@ -1108,7 +1108,8 @@ def connector_mals_sink(
 
     s = bootstrap.settings()
     _service_starting("connector_mals_sink", s)
-    result = run_sink(db, s.bootstrap_servers, s.schema_registry_url, s.topic_prefix, once=once)
+    result = run_sink(db, s.bootstrap_servers, s.schema_registry_url, s.topic_prefix, once=once,
+                      fields=bootstrap.field_crypto(s))  # fmt: skip
     typer.echo(str(result))
 
 

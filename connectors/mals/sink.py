@@ -452,7 +452,9 @@ def _json_value(value: Any) -> Any:
 # -- the consumer loop --------------------------------------------------------------------------
 
 
-def decode(codec: AvroCodec, message: Message) -> Delivered:
+def decode(codec: AvroCodec, message: Message, fields: Any = None) -> Delivered:
+    """The delivered record; with ``fields`` (a ``hub.crypto.FieldCrypto``) its encrypted
+    sensitive values opened (a record whose subject was erased is refused: ``key_erased``)."""
     topic, partition, offset = (
         str(message.topic()),
         int(message.partition() or 0),
@@ -460,6 +462,8 @@ def decode(codec: AvroCodec, message: Message) -> Delivered:
     )
     try:
         _, record = codec.decode(message.value(), topic, partition, offset)
+        if fields is not None:
+            record = fields.open(record, message.headers())
     except SerdeError as exc:
         return Delivered(topic, partition, offset, None, exc.reason, str(exc))
     return Delivered(topic, partition, offset, record)
@@ -477,11 +481,13 @@ class MalsSink:
         topics: Topics,
         batch_size: int = BATCH_SIZE,
         consumer_extra: Mapping[str, Any] | None = None,
+        fields: Any = None,
     ) -> None:
         from hub.adapters.kafka import consumer_config
 
         self.engine = engine
         self.codec = codec
+        self.fields = fields
         self.topic = topics.deliver(AUDIENCE)
         self.batch_size = batch_size
         self.stats = SinkStats()
@@ -521,7 +527,7 @@ class MalsSink:
     def apply(self, messages: Sequence[Message]) -> None:
         """Decode and apply one batch with its offsets in one transaction; a database failure
         is retried with the same batch (the transaction rolled back, so that is safe)."""
-        batch = [decode(self.codec, m) for m in messages]
+        batch = [decode(self.codec, m, self.fields) for m in messages]
         for attempt in range(1, APPLY_ATTEMPTS + 1):
             try:
                 with self.engine.begin() as conn:
@@ -599,6 +605,7 @@ def run_sink(
     once: bool = False,
     batch_size: int = BATCH_SIZE,
     should_stop: Callable[[], bool] | None = None,
+    fields: Any = None,
 ) -> SinkStats:
     """``hub connector run mals-sink``: keep MALS' database current from ``deliver.mals`` until
     SIGTERM/SIGINT (or ``should_stop()``); with ``once``, until the topic is read to its end."""
@@ -615,6 +622,7 @@ def run_sink(
             bootstrap=bootstrap,
             topics=Topics(topic_prefix),
             batch_size=batch_size,
+            fields=fields,
         )
         return sink.catch_up() if once else sink.run(should_stop or stop_on_signals())
     finally:
