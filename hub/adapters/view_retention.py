@@ -75,7 +75,9 @@ def purge_expired(store: SqlViewStore, as_of: dt.date) -> Purged:
         if store.engine.dialect.name == "sqlite":  # outside a transaction: no BEGIN IMMEDIATE
             raw = store.engine.raw_connection()
             try:
-                raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                cursor = raw.cursor()
+                cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                cursor.close()
             finally:
                 raw.close()
     except SQLAlchemyError as exc:
