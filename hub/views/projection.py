@@ -30,10 +30,11 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import decimal
+import itertools
 import json
+import threading
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from functools import cached_property
 from typing import Any
 
 from hub.views.status import STATUS_EVENT_TYPES, derive_status, open_referrals
@@ -97,7 +98,8 @@ def canonical_json(value: Any) -> str:
 
 def row_dict(row: Any) -> dict[str, Any]:
     """A row dataclass as column -> value (flat: faster than ``asdict``)."""
-    return {name: getattr(row, name) for name in row.__dataclass_fields__}
+    values = row.__dict__  # the fields (and any cached property, which is no column)
+    return {name: values[name] for name in row.__dataclass_fields__}
 
 
 # -- rows ---------------------------------------------------------------------------------------
@@ -144,16 +146,23 @@ class TimelineRow:
     def order(self) -> tuple[dt.datetime, str]:
         return (self.occurred_at, self.event_id)
 
-    @cached_property
+    # parsed once and kept in the instance (no lock per read, as ``cached_property`` takes)
+    @property
     def fields(self) -> Mapping[str, Any]:
-        parsed: dict[str, Any] = json.loads(self.payload)
+        parsed: dict[str, Any] | None = self.__dict__.get("_fields")
+        if parsed is None:
+            parsed = self.__dict__["_fields"] = json.loads(self.payload)
         return parsed
 
-    @cached_property
+    @property
     def withheld_fields(self) -> Mapping[str, str]:
-        if self.withheld == "[]":
-            return {}
-        return {w["field"]: w["clause_id"] for w in json.loads(self.withheld)}
+        marks: dict[str, str] | None = self.__dict__.get("_withheld_fields")
+        if marks is None:
+            marks = {}
+            if self.withheld != "[]":
+                marks = {w["field"]: w["clause_id"] for w in json.loads(self.withheld)}
+            self.__dict__["_withheld_fields"] = marks
+        return marks
 
     def row(self) -> dict[str, Any]:
         return row_dict(self)
@@ -353,7 +362,7 @@ def status_row(
     """``rows`` in timeline order; the status folded from those that inform it (onto ``base``,
     the status of the rows before them)."""
     informing = [r for r in rows if r.event_type in STATUS_EVENT_TYPES]
-    status = derive_status(informing, json.loads(base.detail) if base is not None else None)
+    status = derive_status(informing, _parsed(base.detail) if base is not None else None)
     manager = status["supervision"]["offender_manager"]
     last_id, last_at = (base.as_of_event_id, base.as_of) if base is not None else (None, None)
     if informing:
@@ -372,8 +381,36 @@ def status_row(
         lcp_stage=status["lcp"]["stage"],
         as_of_event_id=last_id,
         as_of=last_at,
-        detail=canonical_json(status),
+        detail=_keep(canonical_json(status), status),
     )
+
+
+# The statuses folded last, by their canonical text: the next batch reads a subject's status back
+# from its database as that text and folds onto it, so it takes the folded value over rather than
+# parsing the text again. The value is the text parsed (the fold reads JSON values only, keyed by
+# text, and never shares a container it later changes), so either gives the same fold; one is
+# taken out when used (the fold changes it), and the oldest go first past the bound.
+_FOLDED: dict[str, dict[str, Any]] = {}
+_FOLDED_MAX = 4096
+_FOLDED_LOCK = threading.Lock()
+
+
+def _keep(detail: str, status: dict[str, Any]) -> str:
+    with _FOLDED_LOCK:
+        if len(_FOLDED) >= _FOLDED_MAX:
+            for stale in list(itertools.islice(_FOLDED, _FOLDED_MAX // 4)):
+                del _FOLDED[stale]
+        _FOLDED[detail] = status
+    return detail
+
+
+def _parsed(detail: str) -> dict[str, Any]:
+    with _FOLDED_LOCK:
+        status = _FOLDED.pop(detail, None)
+    if status is None:
+        parsed: dict[str, Any] = json.loads(detail)
+        return parsed
+    return status
 
 
 class IncompleteSlice(RuntimeError):

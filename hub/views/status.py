@@ -136,11 +136,13 @@ class _Fold:
     def put(self, section: str, key: str, field: str) -> None:
         """``state[section][key] = row[field]``, recording or clearing that it was withheld."""
         self.state[section][key] = self.fields.get(field)
-        self.mark(f"{section}.{key}", field)
+        if self.withheld or self.state["withheld"]:  # the path is built only when it can matter
+            self.mark(f"{section}.{key}", field)
 
     def set(self, section: str, key: str, value: Any) -> None:
         self.state[section][key] = value
-        self.state["withheld"].pop(f"{section}.{key}", None)
+        if self.state["withheld"]:
+            self.state["withheld"].pop(f"{section}.{key}", None)
 
     def mark(self, path: str, field: str) -> None:
         marks = self.state["withheld"]
@@ -215,14 +217,21 @@ def _licence_conditions_varied(f: _Fold) -> None:
 
 
 def _conditions(items: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    return sorted(
-        (dict(c) for c in items),
-        key=lambda c: (
-            c.get("condition_id") is None,
-            c.get("condition_id") or "",
-            json.dumps(c, sort_keys=True, default=str),
-        ),
-    )
+    """By condition id (those without one last), then by content: the content is compared only
+    when two share an id (or both have none), which gives the same order as always comparing it."""
+    conditions = sorted((dict(c) for c in items), key=_condition_id)
+    keys = [_condition_id(c) for c in conditions]
+    if any(a == b for a, b in zip(keys, keys[1:], strict=False)):
+        conditions.sort(key=lambda c: (*_condition_id(c), _content(c)))
+    return conditions
+
+
+def _condition_id(condition: Mapping[str, Any]) -> tuple[bool, str]:
+    return (condition.get("condition_id") is None, condition.get("condition_id") or "")
+
+
+def _content(condition: Mapping[str, Any]) -> str:
+    return json.dumps(condition, sort_keys=True, default=str)
 
 
 def _breach(f: _Fold) -> None:
