@@ -213,6 +213,11 @@ class TransactionalBus:
         """Abort the open transaction, rewind the consumer, raise ``TransactionAborted``."""
         log.warning("transaction_aborted", reason=why)
         try:
+            # Let the records already sent reach their partitions first: an EndTxn(abort) that
+            # overtakes them finds the transaction still empty at the coordinator, which answers
+            # INVALID_TXN_STATE, fatal to librdkafka (seen in EO-7 once the router aborted within
+            # milliseconds of its first sends). They stay invisible: the transaction aborts.
+            self.producer.flush(30)
             self.producer.abort_transaction(30)
         except KafkaException as exc:
             self._raise_fatal_or_fenced(exc, "abort_transaction")
