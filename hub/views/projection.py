@@ -577,6 +577,8 @@ def _order(row: TimelineRow) -> tuple[dt.datetime, str]:
 
 
 def withheld_rows(row: TimelineRow) -> Iterator[dict[str, Any]]:
+    if row.withheld == "[]":  # most rows
+        return
     for w in json.loads(row.withheld):
         yield {"event_id": row.event_id, "field": w["field"], "clause_id": w["clause_id"]}
 
