@@ -1220,7 +1220,8 @@ def publish_and_route(
         from connectors.mals.sink import run_sink
 
         sunk = run_sink(mals.url, settings.bootstrap_servers, settings.registry_url or "",
-                        settings.topic_prefix, once=True)  # fmt: skip
+                        settings.topic_prefix, once=True,
+                        fields=bootstrap.field_crypto(settings, codec.catalogue))  # fmt: skip
         feeds.report.mals_sink = dict(sunk.outcomes)
         feeds.report.mals_referrals = mals.referrals()
         mals.close()
@@ -1277,6 +1278,7 @@ def fill_views(
 
     t = bootstrap.topics(settings)
     ends = _partitions(settings.bootstrap_servers, [t.deliver(a) for a in audiences])
+    fields = bootstrap.field_crypto(settings, codec.catalogue)  # opens what each audience may see
     counts: dict[str, int] = {}
     errors: list[BaseException] = []
 
@@ -1296,7 +1298,8 @@ def fill_views(
 
         try:
             consumer = ViewConsumer(bootstrap=settings.bootstrap_servers, topics=t,
-                                    audience=audience, store=store, codec=codec)  # fmt: skip
+                                    audience=audience, store=store, codec=codec,
+                                    fields=fields)  # fmt: skip
             counts[audience] = consumer.run(caught_up).records
         except BaseException as exc:  # noqa: BLE001 - re-raised below
             errors.append(exc)
@@ -1397,7 +1400,10 @@ def run_demo(
 ) -> DemoResult:
     """The demo against the broker and registry ``settings`` name, in ``settings.home`` and under
     ``settings.topic_prefix`` (both should be fresh): init, generate, publish and route, audit,
-    views, verify. Prints nothing itself; ``reporter`` shows progress."""
+    views, verify. Prints nothing itself; ``reporter`` shows progress. Field encryption is on
+    for the run (``HUB_FIELD_ENCRYPTION``): sensitive fields are sealed by every Publisher, sealed
+    again per audience by the router, and opened only by the MALS sink and the view consumers."""
+    settings = settings.model_copy(update={"field_encryption": True})
     reporter = reporter or Reporter()
     began = time.monotonic()
     with reporter.step("hub init: keys, tables, topics, schemas"):

@@ -643,7 +643,8 @@ def ingest_server(settings: Settings, codec: Any) -> Iterator[tuple[str, Any]]:
     (settings.home / "ingest").mkdir(parents=True, exist_ok=True)
     tokens = open_token_store(f"sqlite:///{settings.home / 'ingest' / 'tokens.db'}")
     jurisdictions = {a.id: a.jurisdiction for a in bootstrap.agreements(codec.catalogue).agencies()}
-    config = IngestConfig(settings.bootstrap_servers, bootstrap.topics(settings), jurisdictions)
+    config = IngestConfig(settings.bootstrap_servers, bootstrap.topics(settings), jurisdictions,
+                          fields=bootstrap.field_crypto(settings, codec.catalogue))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(create_app(config, tokens, codec), host="127.0.0.1",
                                            port=port, log_config=None, access_log=False,
@@ -697,8 +698,11 @@ class PartnerFeeds:
                  mals: MalsDesk, registers: Mapping[str, Mapping[str, Any]]) -> None:  # fmt: skip
         from connectors import connector
         from connectors.framework import Ledger, build_publisher
+        from hub import bootstrap
 
         self.settings = settings
+        # every connector's Publisher seals the sensitive fields (None: field encryption off)
+        fields = bootstrap.field_crypto(settings)
         self.directory = settings.home / "partners"
         (self.directory / "quarantine").mkdir(parents=True, exist_ok=True)
         self.files = PartnerFiles(self.directory)
@@ -713,14 +717,17 @@ class PartnerFeeds:
             self.publishers[name] = build_publisher(
                 spec, settings.bootstrap_servers, settings.registry_url or "",
                 settings.topic_prefix, sink=sink)  # fmt: skip
+            self.publishers[name].fields = fields
         self.ingest_url, self.tokens = ingest_url, tokens
         from connectors.mals.source import OutboxSource
         from connectors.mals.source import build_publisher as mals_publisher
 
         self.mals = mals
         self.registers = registers
-        self.mals_source = OutboxSource(mals.engine, mals_publisher(
-            settings.bootstrap_servers, settings.registry_url or "", settings.topic_prefix))
+        outbox = mals_publisher(settings.bootstrap_servers, settings.registry_url or "",
+                                settings.topic_prefix)  # fmt: skip
+        outbox.fields = fields
+        self.mals_source = OutboxSource(mals.engine, outbox)
         self._tokens: dict[str, str] = {}
         self._bad_done: set[str] = set()
 

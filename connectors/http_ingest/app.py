@@ -48,6 +48,7 @@ class IngestConfig:
     max_event_bytes: int = 64 * 1024
     max_batch: int = 500
     ack_timeout_s: float = 30.0
+    fields: Any = None  # a hub.crypto.FieldCrypto: sensitive fields sealed (field encryption on)
 
 
 class RequestFailed(Exception):
@@ -173,6 +174,7 @@ def create_app(config: IngestConfig, tokens: TokenStore, codec: AvroCodec) -> Fa
                 publishers[key] = Publisher(
                     agency=source_agency, source_system=source_system,
                     jurisdiction=jurisdiction, codec=codec, sink=sends, topics=config.topics,
+                    fields=config.fields,
                 )  # fmt: skip
             return publishers[key]
 

@@ -2,7 +2,8 @@
 fictional data written as each partner's export and pushed through the partners' connectors (the
 rest through the HTTP ingest API), the router, the MALS sink, the audit materialiser and six view
 consumers; then checks on the connectors' summaries and quarantine, MALS' database, what each
-audience's view holds, the DLQ and the audit trail."""
+audience's view holds, the DLQ and the audit trail; the run has field encryption on, and CR-8 scans
+the broker's log segments of its ingest and delivery topics for the sensitive values it wrote."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from typing import Any
 import pytest
 
 from connectors.framework import read_quarantine
-from hub import demo
+from hub import bootstrap, demo
 from tests.hubtest import hub_settings
+from tests.integration.test_router_harness import broker_data_dir, segment_bytes
 
 pytestmark = pytest.mark.kafka
 
@@ -398,3 +400,63 @@ def test_s10_the_restraining_order_and_the_victims_family_stay_with_the_police(r
             assert row is not None
             assert {t["organisation"] for t in json.loads(row["payload"])["tasks"]} == {
                 organisation}  # fmt: skip
+
+
+# -- CR-8 (RELIABILITY.md): no sensitive value in clear on the broker's disks ---------------------
+
+
+def written_values(result: demo.DemoResult) -> tuple[set[str], set[str]]:
+    """The distinctive text values the generator wrote (16 characters or more, not a reference
+    code): those of fields the schemas mark sensitive, and those of every other field (a value
+    written in both kinds of field is left out of the sensitive ones)."""
+    catalogue = bootstrap.catalogue()
+    sensitive: set[str] = set()
+    plain: set[str] = set()
+
+    def walk(value: Any, path: str, marked: set[str], references: set[str]) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(inner, f"{path}.{key}", marked, references)
+        elif isinstance(value, list):
+            for inner in value:
+                walk(inner, path, marked, references)
+        elif isinstance(value, str) and len(value) >= 16 and path not in references:
+            (sensitive if path in marked else plain).add(value)
+
+    for item in (item for wave in result.data.waves for item in wave):
+        name = catalogue.name_for(item.event_type)
+        marked, references = set(catalogue.sensitive_fields(name)), set(
+            catalogue.reference_fields(name))  # fmt: skip
+        for key, value in item.record.items():
+            if key not in ("envelope", "disclosure"):
+                walk(value, key, marked, references)
+    return sensitive - plain, plain
+
+
+def test_cr8_no_sensitive_value_in_any_ingest_or_deliver_segment(result, tmp_path_factory) -> None:  # type: ignore[no-untyped-def]
+    assert result.settings.field_encryption, "the demo runs with field encryption on"
+    data_dir = broker_data_dir(tmp_path_factory)
+    assert data_dir is not None, "CR-8 needs the broker's data directory"
+    sensitive, plain = written_values(result)
+    assert len(sensitive) >= 10, f"too few sensitive values to scan for: {sorted(sensitive)}"
+    t = bootstrap.topics(result.settings)
+    names = sorted(bootstrap.topic_plan(result.settings, bootstrap.agreements()))
+    scanned = [n for n in names if n.startswith((f"{t.prefix}ingest.", f"{t.prefix}deliver."))]
+    on_disk = segment_bytes(data_dir, scanned)
+    assert sum(map(len, on_disk.values())) > 0
+    leaked = {topic: sorted(v for v in sensitive if v.encode() in data)[:3]
+              for topic, data in on_disk.items()}  # fmt: skip
+    assert not {topic: v for topic, v in leaked.items() if v}, "sensitive plaintext on disk"
+    # the scan is not blind: other values are there in clear, and the audiences that may see a
+    # sensitive value hold it opened in their views
+    seen_plain = {v for v in plain if any(v.encode() in data for data in on_disk.values())}
+    assert seen_plain, "no plain value found in the segments either"
+    opened: dict[str, int] = {}
+    for audience in result.views:
+        payloads = " ".join(r["payload"] for r in rows(result, audience,
+                                                         "SELECT payload FROM view_timeline"))
+        opened[audience] = sum(v in payloads for v in sensitive)
+    assert sum(opened.values()) > 0, "no view holds an opened sensitive value"
+    print(f"CR-8: {len(sensitive)} sensitive values, 0 found in "
+          f"{sum(map(len, on_disk.values())):,} segment bytes of {len(scanned)} topics; "
+          f"{len(seen_plain)}/{len(plain)} plain values found; opened in views: {opened}")
