@@ -35,6 +35,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from hub import bootstrap
+from hub.identity import HUB_ONLY
 from hub.policy import MemoryState, PseudonymKeys, apply, evaluate
 from hub.serde import wire
 from hub.settings import Settings
@@ -220,7 +221,8 @@ def random_events(
     people."""
     rng = random.Random(seed)
     factory = EventFactory(hub.catalogue, seed=seed)
-    pairs = sorted({(et, src) for (et, src, _a), _c in hub.agreements.entries() if et != RETRACTED})
+    entries = hub.agreements.entries()
+    pairs = sorted({(et, src) for (et, src, _a), _c in entries if et not in HUB_ONLY})
     base = dt.datetime(2014, 7, 1, tzinfo=dt.UTC)
     events = []
     for i in range(n):
@@ -353,7 +355,7 @@ def malformed(hub: Hub, kind: str, event: dict[str, Any]) -> tuple[str, bytes, b
         event_type, forger = next(
             (et, src) for (et, src, _), _c in hub.agreements.entries()
             if src != agency and hub.jurisdiction[src] == hub.jurisdiction[agency]
-            and et != RETRACTED
+            and et not in HUB_ONLY
         )  # fmt: skip
         forged = hub.build(
             event_type, forger, f"forged-{event['envelope']['event_id']}", "F1",
