@@ -25,7 +25,7 @@ lint: install
 test: jars
 	$(BIN)/ruff check hub connectors tests
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=25
 
 test-fast: install
 	$(BIN)/pytest -q -m 'not kafka'
