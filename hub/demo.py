@@ -1409,6 +1409,8 @@ def run_demo(
     with reporter.step("hub init: keys, tables, topics, schemas"):
         init = bootstrap.init(settings)
         reporter.note(f"{init['topics_created']} topics created, {init['schemas']} schemas")
+        reporter.note(f"field encryption on: sensitive fields travel sealed (keys in "
+                      f"{settings.home / 'keys'})")  # fmt: skip
     codec = bootstrap.codec(settings)
     with reporter.step(f"generating fictional histories (seed {seed})"):
         data = generate(codec, size, seed)
