@@ -1138,9 +1138,11 @@ def build_publisher(
     registry_url: str,
     topic_prefix: str = "",
     sink: RecordSink | None = None,
+    fields: Any = None,
 ) -> Publisher:
     """A Publisher on the real broker and registry for ``connector`` (or on ``sink``, e.g. a
-    :class:`MemorySink` for a dry run)."""
+    :class:`MemorySink` for a dry run); ``fields``, a ``hub.crypto.FieldCrypto``, seals the
+    sensitive fields before they leave (field encryption on)."""
     from hub.adapters.kafka import SafeProducer, producer_config
     from hub.adapters.schema_registry import HttpSchemaRegistry
     from hub.serde.catalogue import Catalogue
@@ -1154,6 +1156,7 @@ def build_publisher(
         codec=AvroCodec(Catalogue.load(), HttpSchemaRegistry(registry_url)),
         sink=sink or SafeProducer(producer_config(bootstrap)),
         topics=Topics(topic_prefix),
+        fields=fields,
     )
 
 

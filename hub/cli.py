@@ -1060,7 +1060,8 @@ def ingest_serve(
     codec = bootstrap.codec(s)
     codec.register_all()
     jurisdictions = {a.id: a.jurisdiction for a in bootstrap.agreements(codec.catalogue).agencies()}
-    config = IngestConfig(s.bootstrap_servers, bootstrap.topics(s), jurisdictions)
+    config = IngestConfig(s.bootstrap_servers, bootstrap.topics(s), jurisdictions,
+                          fields=bootstrap.field_crypto(s, codec.catalogue))  # fmt: skip
     _service_starting("ingest_api", s, host=host, port=port)
     serve(config, _ingest_tokens(tokens_db), codec, host, port)
 
@@ -1156,8 +1157,10 @@ def _file_connector_command(name: str):  # type: ignore[no-untyped-def]
         spec = _connector(name)
         if not dry_run:
             _service_starting(f"connector_{name.replace('-', '_')}", s)
+        fields = None if dry_run else bootstrap.field_crypto(s)  # sealed when encryption is on
         publisher = build_publisher(spec, s.bootstrap_servers, s.schema_registry_url,
-                                    s.topic_prefix, MemorySink() if dry_run else None)  # fmt: skip
+                                    s.topic_prefix, MemorySink() if dry_run else None,
+                                    fields=fields)  # fmt: skip
         state = default_state_dir(s.home, spec)
         book = Ledger(":memory:" if dry_run else ledger or state / "ledger.sqlite")
         try:
