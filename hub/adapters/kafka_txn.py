@@ -108,7 +108,9 @@ class TransactionalBus:
 
     def _recreate_producer(self) -> None:
         """Close the producer and build a new one with the same transactional.id: its
-        init_transactions completes or aborts whatever the old one left in doubt."""
+        init_transactions completes or aborts whatever the old one left in doubt. A coordinator
+        that cannot finish the old transaction (its markers refused) answers
+        CONCURRENT_TRANSACTIONS until init_transactions times out: InfraError, the router exits."""
         log.warning("producer_recreated", transactional_id=self.transactional_id)
         self.stats.producer_recreated += 1
         try:
@@ -263,14 +265,19 @@ class TransactionalBus:
             raise Fenced(f"{self.transactional_id}: fatal error during {operation}: {error.str()}")
 
     def close(self) -> None:
-        if self._in_transaction:
+        # No producer when a recreation failed (its InfraError is on its way up: keep it, do not
+        # mask it with an AttributeError here).
+        producer: Producer | None = getattr(self, "producer", None)
+        if producer is not None and self._in_transaction:
             try:
-                self.producer.abort_transaction(10)
+                producer.abort_transaction(10)
             except KafkaException:
                 pass
         self.consumer.close()
+        if producer is None:
+            return
         try:
-            self.producer.flush(10)
+            producer.flush(10)
         except KafkaException as exc:  # a fenced or fatal producer: keep the original error
             log.warning("producer_flush_failed", error=str(exc))
 
