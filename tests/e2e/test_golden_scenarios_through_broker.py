@@ -14,6 +14,7 @@ pass `hub audit verify`.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -133,8 +134,16 @@ def _check(step, event, settings, codec, tails) -> None:  # type: ignore[no-unty
         )
     for audience in step.get("audiences") or [step["audience"]]:
         where = f"{step['check']} -> {audience}"
-        records = _delivered(settings, codec, audience, tails)
-        got = [(raw, r) for raw, r in records if r["envelope"]["event_id"] == event_id]
+        # A commit returns before the broker has written its markers to every partition, and
+        # until then a read_committed reader sees the partition end before the delivery; so an
+        # expected delivery is waited for (a few seconds at most), never assumed absent.
+        deadline = time.monotonic() + (15.0 if expect["effect"] == "permit" else 0.0)
+        while True:
+            records = _delivered(settings, codec, audience, tails)
+            got = [(raw, r) for raw, r in records if r["envelope"]["event_id"] == event_id]
+            if got or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
         retracted = any(
             r.get("retracted_event_id") == event_id for _, r in records
             if r["envelope"]["event_type"] == "delivery.retracted"
