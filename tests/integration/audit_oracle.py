@@ -55,7 +55,6 @@ def reported(report: reports.DisclosureReport) -> Delivered:
 
 # AU-8: what each kind of entry must carry, beyond the UTC millisecond time, the component and the
 # outcome that all carry. Router entries name the router as actor; people's entries their role.
-# (The router's `retracted` and `corrected` entries name no actor yet.)
 ENTRY_CONTENT = {
     "policy_loaded": ("actor",),
     "published": ("actor", "subject_ref", "event_id", "event_type", "source_agency",
@@ -64,9 +63,9 @@ ENTRY_CONTENT = {
                 "reason"),
     "delivered": ("actor", "subject_ref", "event_id", "event_type", "source_agency", "audience",
                   "agreement_id", "agreement_version", "clause_ids", "purpose", "payload_hash"),
-    "retracted": ("subject_ref", "event_id", "source_agency", "audience", "reason",
+    "retracted": ("actor", "subject_ref", "event_id", "source_agency", "audience", "reason",
                   "payload_hash"),
-    "corrected": ("subject_ref", "event_id", "event_type", "source_agency", "reason"),
+    "corrected": ("actor", "subject_ref", "event_id", "event_type", "source_agency", "reason"),
     "rejected": ("actor", "source_agency", "reason", "payload_hash"),
     "login_ok": ("actor", "role", "audience"),
     "login_failed": ("actor", "reason"),
