@@ -55,6 +55,7 @@ def test_every_kafka_service_uses_sasl_ssl_as_a_provisioned_principal() -> None:
             continue
         env = spec["environment"]
         assert env["HUB_KAFKA_SECURITY__MODE"] == "sasl_ssl", name
+        assert str(env["HUB_FIELD_ENCRYPTION"]).lower() == "true", name
         assert env["HUB_KAFKA_BOOTSTRAP"] == COMPOSE["services"]["kafka"]["environment"][
             "KAFKA_ADVERTISED_LISTENERS"].removeprefix("SASL_SSL://")  # fmt: skip
         if "HUB_KAFKA_SECURITY__USERNAME" in env:
