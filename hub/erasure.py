@@ -31,9 +31,11 @@ from typing import Any, Protocol
 
 from hub.audit.entry import AuditEntry, make_entry_id
 from hub.crypto import Keyring
+from hub.identity import hub_envelope
 from hub.policy import AgreementSet, PseudonymKeys
+from hub.policy.transform import PSEUDONYM_SCHEME
 from hub.ports import OutRecord
-from hub.router import HUB_AGENCY, RETRACTION_NAMESPACE
+from hub.router import RETRACTION_NAMESPACE
 from hub.serde.codec import AvroCodec
 from hub.topics import Topics
 
@@ -127,29 +129,11 @@ def _retraction(
     local = state.local_identifier_for(subject, agency)
     event_id = uuid.uuid5(RETRACTION_NAMESPACE, f"{d.event_id}|{d.audience}|{ERASED}")
     record: dict[str, Any] = {
-        "envelope": {
-            "event_id": str(event_id),
-            "event_type": "delivery.retracted",
-            "schema_version": 1,
-            "occurred_at": at,
-            "recorded_at": at,
-            "effective_date": None,
-            "source_agency": HUB_AGENCY,
-            "source_system": "erasure",
-            "jurisdiction": jurisdiction(agency),
-            "subject": {
-                "local_id": local[1] if local else keys.pseudonym(d.audience, subject),
-                "local_id_scheme": local[0] if local else "hub_pseudonym",
-                "identifiers": [],
-                "hub_subject_id": None,
-            },
-            "supersedes_event_id": None,
-            "correction_reason": None,
-            "sensitivity": "standard",
-            "compartment": None,
-            "consent_ref": None,
-            "responsible_org": None,
-        },
+        "envelope": hub_envelope(
+            str(event_id), "delivery.retracted", occurred_at=at, recorded_at=at,
+            jurisdiction=jurisdiction(agency), source_system="erasure",
+            subject=local or (PSEUDONYM_SCHEME, keys.pseudonym(d.audience, subject)),
+        ),
         "retracted_event_id": d.event_id,
         "reason": ERASED,
         "clause_id": d.clause_id or None,

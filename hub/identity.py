@@ -67,16 +67,28 @@ def candidate_id(a: str, b: str) -> str:
 def _envelope(
     cause: Mapping[str, Any], event_id: str, event_type: str, subject: tuple[str, str]
 ) -> dict[str, Any]:
+    return hub_envelope(
+        event_id, event_type, occurred_at=cause["occurred_at"],
+        recorded_at=cause["recorded_at"], jurisdiction=cause["jurisdiction"], subject=subject,
+    )  # fmt: skip
+
+
+def hub_envelope(
+    event_id: str, event_type: str, *, occurred_at: Any, recorded_at: Any, jurisdiction: str,
+    subject: tuple[str, str], source_system: str = "router",
+) -> dict[str, Any]:
+    """The envelope of an event the hub writes itself (a retraction, an identity decision): from
+    the hub, no identifiers, the subject as (scheme, local id) of whoever receives it."""
     return {
         "event_id": event_id,
         "event_type": event_type,
         "schema_version": 1,
-        "occurred_at": cause["occurred_at"],
-        "recorded_at": cause["recorded_at"],
+        "occurred_at": occurred_at,
+        "recorded_at": recorded_at,
         "effective_date": None,
         "source_agency": HUB_AGENCY,
-        "source_system": "router",
-        "jurisdiction": cause["jurisdiction"],
+        "source_system": source_system,
+        "jurisdiction": jurisdiction,
         "subject": {
             "local_id_scheme": subject[0],
             "local_id": subject[1],

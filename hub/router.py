@@ -26,10 +26,12 @@ from hub.identity import (
     HUB_ONLY,
     candidate_outputs,
     event_unlink_outputs,
+    hub_envelope,
     merge_outputs,
     unlink_outputs,
 )
 from hub.policy import AgreementSet, Decision, PolicyState, PseudonymKeys, apply, evaluate
+from hub.policy.transform import PSEUDONYM_SCHEME
 from hub.ports import InRecord, OutRecord
 from hub.serde.codec import AvroCodec
 from hub.serde.events import check_event
@@ -44,7 +46,6 @@ DLQ_RECORD_MAX = 900_000
 # message.max.bytes (record framing and varints; generously rounded up).
 RECORD_OVERHEAD = 256
 RETRACTION_NAMESPACE = uuid.UUID("0b7f0a53-6f7e-4d0e-9d7c-1f3c2a9e5b11")
-HUB_AGENCY = "hub"
 
 
 # -- what the loop needs from Kafka and the database (implemented in hub.adapters) -------------
@@ -507,31 +508,12 @@ class Router:
         agency = self.agreements.agency_of_audience(audience)
         local = self.state.local_identifier_for(subject, agency)
         record = {
-            "envelope": {
-                "event_id": str(
-                    uuid.uuid5(RETRACTION_NAMESPACE, f"{retracted}|{audience}|{reason}")
-                ),
-                "event_type": "delivery.retracted",
-                "schema_version": 1,
-                "occurred_at": envelope["occurred_at"],
-                "recorded_at": envelope["recorded_at"],
-                "effective_date": None,
-                "source_agency": HUB_AGENCY,
-                "source_system": "router",
-                "jurisdiction": envelope["jurisdiction"],
-                "subject": {
-                    "local_id": local[1] if local else self.keys.pseudonym(audience, subject),
-                    "local_id_scheme": local[0] if local else "hub_pseudonym",
-                    "identifiers": [],
-                    "hub_subject_id": None,
-                },
-                "supersedes_event_id": None,
-                "correction_reason": None,
-                "sensitivity": "standard",
-                "compartment": None,
-                "consent_ref": None,
-                "responsible_org": None,
-            },
+            "envelope": hub_envelope(
+                str(uuid.uuid5(RETRACTION_NAMESPACE, f"{retracted}|{audience}|{reason}")),
+                "delivery.retracted", occurred_at=envelope["occurred_at"],
+                recorded_at=envelope["recorded_at"], jurisdiction=envelope["jurisdiction"],
+                subject=local or (PSEUDONYM_SCHEME, self.keys.pseudonym(audience, subject)),
+            ),  # fmt: skip
             "retracted_event_id": retracted,
             "reason": reason,
             "clause_id": clause,
