@@ -29,7 +29,7 @@ Windows-1252 (said in the summary).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -138,16 +138,22 @@ PARTS = {  # agency -> the kinds of registration it publishes
 }
 
 
-def _nested(row: Row, value: Any, prefix: str) -> Row | None:
-    if not isinstance(value, Mapping):
-        row.error(prefix, "expected an object")
-        return None
-    return Row(Record(row.record.file, row.record.line, "", dict(value)))
-
-
-def _merge(row: Row, sub: Row, prefix: str) -> None:
-    for field, message in sub.errors:
-        row.error(f"{prefix}.{field}" if field else prefix, message)
+def _objects(
+    row: Row, key: str, build: Callable[[Row], dict[str, Any]], required: bool = False
+) -> list[dict[str, Any]]:
+    """``build`` applied to each object of the list under ``key``; what it notes about a field
+    is reported on ``row`` as ``key[i].field``."""
+    out = []
+    for i, value in enumerate(_items(row, key, required)):
+        where = f"{key}[{i}]"
+        if not isinstance(value, Mapping):
+            row.error(where, "expected an object")
+            continue
+        sub = Row(Record(row.record.file, row.record.line, "", dict(value)))
+        out.append(build(sub))
+        for field, message in sub.errors:
+            row.error(f"{where}.{field}" if field else where, message)
+    return out
 
 
 def _items(row: Row, key: str, required: bool = False) -> list[Any]:
@@ -185,55 +191,34 @@ def _texts(row: Row, key: str) -> list[str]:
 
 
 def _tasks(row: Row, key: str, required: bool) -> list[dict[str, Any]]:
-    out = []
-    for i, value in enumerate(_items(row, key, required)):
-        sub = _nested(row, value, f"{key}[{i}]")
-        if sub is None:
-            continue
-        out.append({
-            "task_id": sub.text("taaknummer", required=True, max_len=40),
-            "organisation": sub.code("organisatie", ORGANISATIONS, required=True),
-            "description": sub.text("omschrijving", max_len=1000),
-            "due_date": sub.date("deadline", formats=DATES),
-            "status": sub.code("status", STATUSES),
-        })  # fmt: skip
-        _merge(row, sub, f"{key}[{i}]")
-    return out
+    return _objects(row, key, lambda sub: {
+        "task_id": sub.text("taaknummer", required=True, max_len=40),
+        "organisation": sub.code("organisatie", ORGANISATIONS, required=True),
+        "description": sub.text("omschrijving", max_len=1000),
+        "due_date": sub.date("deadline", formats=DATES),
+        "status": sub.code("status", STATUSES),
+    }, required)  # fmt: skip
 
 
 def _milestones(row: Row, key: str) -> list[dict[str, Any]]:
-    out = []
-    for i, value in enumerate(_items(row, key)):
-        sub = _nested(row, value, f"{key}[{i}]")
-        if sub is None:
-            continue
-        out.append({
-            "milestone_id": sub.text("mijlpaalnummer", required=True, max_len=40),
-            "description": sub.text("omschrijving", max_len=1000),
-            "pathway": sub.code("leefgebied", NEEDS),
-            "due_date": sub.date("deadline", formats=DATES),
-            "status": sub.code("status", STATUSES),
-            "achieved_on": sub.date("behaald_op", formats=DATES),
-        })  # fmt: skip
-        _merge(row, sub, f"{key}[{i}]")
-    return out
+    return _objects(row, key, lambda sub: {
+        "milestone_id": sub.text("mijlpaalnummer", required=True, max_len=40),
+        "description": sub.text("omschrijving", max_len=1000),
+        "pathway": sub.code("leefgebied", NEEDS),
+        "due_date": sub.date("deadline", formats=DATES),
+        "status": sub.code("status", STATUSES),
+        "achieved_on": sub.date("behaald_op", formats=DATES),
+    })  # fmt: skip
 
 
 def _aftercare_needs(row: Row, key: str) -> list[dict[str, Any]]:
-    out = []
-    for i, value in enumerate(_items(row, key)):
-        sub = _nested(row, value, f"{key}[{i}]")
-        if sub is None:
-            continue
-        out.append({
-            "pathway": sub.code("leefgebied", AC_AREAS, required=True),
-            "need_code": sub.code("probleem", AC_NEEDS),
-            "summary": sub.text("toelichting", max_len=1000),
-            "clinical_detail": None,  # never read: care details stay with the care provider
-            "support_arranged": sub.text("ondersteuning", max_len=1000),
-        })  # fmt: skip
-        _merge(row, sub, f"{key}[{i}]")
-    return out
+    return _objects(row, key, lambda sub: {
+        "pathway": sub.code("leefgebied", AC_AREAS, required=True),
+        "need_code": sub.code("probleem", AC_NEEDS),
+        "summary": sub.text("toelichting", max_len=1000),
+        "clinical_detail": None,  # never read: care details stay with the care provider
+        "support_arranged": sub.text("ondersteuning", max_len=1000),
+    })  # fmt: skip
 
 
 def _event(row: Row, kind: str, case_id: str | None) -> tuple[str, Any, dict[str, Any]] | None:
