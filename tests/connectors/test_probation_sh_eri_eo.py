@@ -6,15 +6,12 @@ event as a duplicate; nothing reaches a DLQ."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 from fastapi.testclient import TestClient
 
 from connectors.eri import CONNECTOR as ERI
@@ -27,6 +24,7 @@ from hub import bootstrap
 from hub.adapters.kafka import SafeProducer, producer_config
 from hub.domain.errors import InfraError
 from hub.publisher import Publisher
+from tests.connectors.support import CrashAfter, read_topics
 from tests.connectors.test_http_ingest import _doc
 from tests.hubtest import LiveRouter, hub_settings
 
@@ -42,48 +40,6 @@ FILES: list[tuple[Connector, Path]] = [
     (ERI, GOLDEN / "eri" / "registro.csv"),
 ]
 EVENTS = 7 + 2 + 6 + 2 + 6 + 14
-
-
-class CrashAfter:
-    """A sink that forwards ``n`` records and then fails, as a connector killed half-way."""
-
-    def __init__(self, sink: SafeProducer, n: int) -> None:
-        self.sink, self.left = sink, n
-
-    def send(self, topic: str, key: bytes | None, value: bytes, headers: Any = ()) -> None:
-        if self.left == 0:
-            raise InfraError("killed half-way")
-        self.left -= 1
-        self.sink.send(topic, key, value, headers)
-
-    def flush(self, timeout: float = 60.0) -> None:
-        self.sink.flush(timeout)
-
-
-def _read_topics(bootstrap_servers: str, topics: list[str]) -> list[tuple[str, bytes]]:
-    """Every committed record of ``topics`` as (topic, value), read to the end with one consumer."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
-    metadata = admin.list_topics(timeout=10).topics
-    parts = [TopicPartition(t, p) for t in topics if t in metadata for p in metadata[t].partitions]
-    consumer = Consumer({"bootstrap.servers": bootstrap_servers, "group.id": "eo8-reader",
-                         "enable.auto.commit": False, "isolation.level": "read_committed",
-                         "fetch.wait.max.ms": 20})  # fmt: skip
-    try:
-        ends = {(tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=10)[1]
-                for tp in parts}  # fmt: skip
-        consumer.assign([TopicPartition(tp.topic, tp.partition, OFFSET_BEGINNING) for tp in parts])
-        out: list[tuple[str, bytes]] = []
-        deadline = time.monotonic() + 60
-        while any(
-            end > 0 and (p.offset < 0 or p.offset < end)
-            for p in consumer.position(parts)
-            for end in [ends[(p.topic, p.partition)]]
-        ):
-            assert time.monotonic() < deadline, "could not read the delivery topics to the end"
-            out += [(m.topic(), m.value()) for m in consumer.consume(1000, 0.2) if not m.error()]
-        return out
-    finally:
-        consumer.close()
 
 
 def test_eo8_rerun_of_the_exports_publishes_nothing_new(kafka_bootstrap, registry_url, codec,
@@ -137,7 +93,7 @@ def test_eo8_rerun_of_the_exports_publishes_nothing_new(kafka_bootstrap, registr
     assert stats.rejected == 0 and stats.delivered == delivered_once, stats
     audiences = bootstrap.agreements(codec.catalogue).audiences()
     deliveries = Counter()
-    for topic, value in _read_topics(kafka_bootstrap, [topics.deliver(a) for a in audiences]):
+    for topic, value in read_topics(kafka_bootstrap, [topics.deliver(a) for a in audiences]):
         record = codec.decode(value)[1]
         deliveries[(record["envelope"]["event_id"], topic)] += 1
     assert deliveries and max(deliveries.values()) == 1
@@ -148,4 +104,4 @@ def test_eo8_rerun_of_the_exports_publishes_nothing_new(kafka_bootstrap, registr
                      "eri", "it_social_services", "mals"):  # fmt: skip
         assert topics.deliver(audience) in delivered_to, audience
     dlqs = {topics.dlq(c.agency) for c, _ in FILES}
-    assert _read_topics(kafka_bootstrap, sorted(dlqs)) == []
+    assert read_topics(kafka_bootstrap, sorted(dlqs)) == []
