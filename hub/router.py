@@ -147,6 +147,7 @@ class Router:
         self.keys = keys
         self.seen = seen
         self.config = config or RouterConfig()
+        self.actor = f"hub-router-{self.config.slot}"  # who the audit entries name
         self.state_transaction = state_transaction
         self.clock = clock
         self.fields = fields  # hub.crypto: open at decode, seal again per audience
@@ -167,7 +168,7 @@ class Router:
             at=self.clock(),
             component="router",
             outcome="ok",
-            actor=f"hub-router-{self.config.slot}",
+            actor=self.actor,
             details={"digest": digest, "agreements": str(len(list(self.agreements.agreements())))},
         )
         return [self._audit_record(entry)]
@@ -445,7 +446,7 @@ class Router:
             at=self.clock(),
             component="router",
             outcome="ok",
-            actor=f"hub-router-{self.config.slot}",
+            actor=self.actor,
             subject_ref=subject_ref,
             event_id=envelope["event_id"],
             event_type=envelope["event_type"],
@@ -477,7 +478,7 @@ class Router:
             kind="corrected",
             at=self.clock(),
             component="router",
-            actor=f"hub-router-{self.config.slot}",
+            actor=self.actor,
             outcome="ok",
             subject_ref=subject_ref,
             event_id=envelope["event_id"],
@@ -534,7 +535,7 @@ class Router:
             kind="retracted",
             at=self.clock(),
             component="router",
-            actor=f"hub-router-{self.config.slot}",
+            actor=self.actor,
             outcome="ok",
             subject_ref=subject_ref,
             event_id=retracted,
@@ -590,7 +591,7 @@ class Router:
             at=self.clock(),
             component="router",
             outcome="error",
-            actor=f"hub-router-{self.config.slot}",
+            actor=self.actor,
             source_agency=agency,
             reason=rejected.reason,
             payload_hash=original_hash,
@@ -649,7 +650,7 @@ class Router:
             at=self.clock(),
             component="router",
             outcome="error",
-            actor=f"hub-router-{self.config.slot}",
+            actor=self.actor,
             subject_ref=subject_ref,
             event_id=envelope["event_id"],
             event_type=envelope["event_type"],
@@ -677,7 +678,7 @@ class Router:
             at=self.clock(),
             component="router",
             outcome="error",
-            actor=f"hub-router-{self.config.slot}",
+            actor=self.actor,
             reason=str(storm),
             details={"topic": storm.topic, "partition": str(storm.partition)},
         )
@@ -717,7 +718,7 @@ class Router:
                 at=self.clock(),
                 component="router",
                 outcome=decision.effect,
-                actor=f"hub-router-{self.config.slot}",
+                actor=self.actor,
                 subject_ref=subject_ref,
                 event_id=envelope["event_id"],
                 event_type=envelope["event_type"],
