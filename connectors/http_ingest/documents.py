@@ -31,6 +31,7 @@ from typing import Any
 
 from hub.domain.errors import ValidationError
 from hub.publisher import Publisher, event_id_for
+from hub.serde.wire import named_types
 
 REQUIRED = ("event_type", "source_agency", "source_system", "source_key", "occurred_at",
             "subject", "payload")  # fmt: skip
@@ -135,7 +136,7 @@ def record_from(doc: Any, publisher_for: Any, jurisdictions: Mapping[str, str]) 
     if not isinstance(payload, Mapping):
         raise _fail("payload", f"expected an object, got {_show(payload)}")
     schema = catalogue.schema(event_type)
-    named = _named_types(schema)
+    named = named_types(schema)
     fields = {f["name"]: f for f in schema["fields"] if f["name"] not in ("envelope", "disclosure")}
     for key in payload:
         if key not in fields:
@@ -172,26 +173,6 @@ def record_from(doc: Any, publisher_for: Any, jurisdictions: Mapping[str, str]) 
         supersedes_event_id=supersedes,
         correction_reason=_text(doc, "correction_reason", required=False),
     )
-
-
-def _named_types(schema: Any, found: dict[str, Any] | None = None) -> dict[str, Any]:
-    found = {} if found is None else found
-    if isinstance(schema, list):
-        for branch in schema:
-            _named_types(branch, found)
-    elif isinstance(schema, dict):
-        kind = schema.get("type")
-        if kind in ("record", "enum", "fixed"):
-            found.setdefault(schema["name"], schema)
-            for f in schema.get("fields", []):
-                _named_types(f["type"], found)
-        elif kind == "array":
-            _named_types(schema["items"], found)
-        elif kind == "map":
-            _named_types(schema["values"], found)
-        elif isinstance(kind, (dict, list)):
-            _named_types(kind, found)
-    return found
 
 
 def from_json(schema: Any, value: Any, path: str, named: Mapping[str, Any]) -> Any:
