@@ -1578,13 +1578,10 @@ def _more_lines(result: DemoResult) -> list[str]:
         seen = _seen_by(result, story.s6_events)
         lines.append(f"[bold]S6[/] {story.s6_name} moves to Liverpool, then Salford, and leaves "
                      f"the Knowsley IOM cohort (CORVUS): seen by {seen}")
-    sh = {a: _query(v, "SELECT count(*) FROM view_timeline WHERE source_agency IN "
-                       "('safety_house', 'hague_municipality')")[0][0]
-          for a, v in result.views.items()}  # fmt: skip
-    lines.append("[bold]S9[/] Safety House cases, plans and the Mayor's orders (Dutch export): "
-                 + ", ".join(f"{a} {n}" for a, n in sh.items() if n) + " records"
-                 + ("" if any(sh[a] for a in sh if a not in NL_AUDIENCES) else
-                    "; no UK or IT audience holds any"))  # fmt: skip
+    lines.append(_held_at_home(
+        result, "[bold]S9[/] Safety House cases, plans and the Mayor's orders (Dutch export)",
+        ("safety_house", "hague_municipality"), NL_AUDIENCES, "UK or IT",
+    ))  # fmt: skip
     if story.s10_events:
         _, _, order, extension, _ = story.s10_events
         lines.append("[bold]S10[/] Mr X's early release: pre-release and long-term plans with a "
@@ -1596,14 +1593,25 @@ def _more_lines(result: DemoResult) -> list[str]:
                      "after release and housing-route application, through the hague-aftercare "
                      f"connector: seen by {_seen_by(result, story.s11_events)} of these views "
                      "(benefit and debt detail never at the police)")  # fmt: skip
-    it = {a: _query(v, "SELECT count(*) FROM view_timeline WHERE source_agency IN "
-                       "('eri', 'it_social_services', 'uepe')")[0][0]
-          for a, v in result.views.items()}  # fmt: skip
-    lines.append("[bold]S12[/] ERI's register (Italian CSV): "
-                 + ", ".join(f"{a} {n}" for a, n in it.items() if n) + " records"
-                 + ("" if any(it[a] for a in it if a not in IT_AUDIENCES) else
-                    "; no UK or NL audience holds any"))  # fmt: skip
+    lines.append(_held_at_home(
+        result, "[bold]S12[/] ERI's register (Italian CSV)",
+        ("eri", "it_social_services", "uepe"), IT_AUDIENCES, "UK or NL",
+    ))  # fmt: skip
     return lines
+
+
+def _held_at_home(
+    result: DemoResult, label: str, sources: Sequence[str], home: Sequence[str], others: str
+) -> str:
+    """How many records of ``sources`` each view holds, and whether any view outside the
+    sources' jurisdiction (``home`` lists its audiences) holds one."""
+    marks = ", ".join("?" * len(sources))
+    held = {a: _query(v, f"SELECT count(*) FROM view_timeline WHERE source_agency IN ({marks})",
+                      *sources)[0][0]
+            for a, v in result.views.items()}  # fmt: skip
+    return (f"{label}: " + ", ".join(f"{a} {n}" for a, n in held.items() if n) + " records"
+            + ("" if any(held[a] for a in held if a not in home) else
+               f"; no {others} audience holds any"))  # fmt: skip
 
 
 def _s19_lines(result: DemoResult) -> list[str]:
