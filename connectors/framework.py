@@ -519,6 +519,12 @@ class Row:
         return hub_code
 
 
+def code_table(hub_codes: Iterable[str], **source_codes: str) -> dict[str, str]:
+    """A code table for :meth:`Row.code`: every hub code as itself, plus the source system's own
+    codes (``M="male"``); compared without case or spaces."""
+    return {**{code: code for code in hub_codes}, **source_codes}
+
+
 _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffd]")
 _CODE_TABLES: dict[int, tuple[Mapping[str, str], dict[str, str]]] = {}
 
@@ -1198,6 +1204,7 @@ __all__ = [
     "Row",
     "Summary",
     "build_publisher",
+    "code_table",
     "decode",
     "default_progress",
     "default_state_dir",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from connectors.framework import (
     Ledger,
     Row,
     Summary,
+    code_table,
     local_midnight,
 )
 from hub.publisher import Publisher, subject
@@ -38,34 +39,31 @@ ZONE = "Europe/Rome"
 AGENCY = "eri"
 
 
-def _codes(hub_codes: Iterable[str], **italian: str) -> dict[str, str]:
-    return {**{c: c for c in hub_codes}, **italian}
 
-
-ORGANISATIONS = _codes(
+ORGANISATIONS = code_table(
     ("it_social_services", "uepe", "collegno", "eri"),
     servizi_sociali="it_social_services", cisap="it_social_services",
     distretto_1="it_social_services", comune_di_collegno="collegno",
 )  # fmt: skip
-PROGRAMMES = _codes(("lcp", "mentoring", "employment_support"),
+PROGRAMMES = code_table(("lcp", "mentoring", "employment_support"),
                     inserimento_lavorativo="employment_support",
                     tutoraggio="mentoring")  # fmt: skip
-SCOPES = _codes(
+SCOPES = code_table(
     ("share_with_social_services", "share_with_uepe", "share_with_employer", "research",
      "programme_participation"),
     servizi_sociali="share_with_social_services", uepe="share_with_uepe",
     datore_di_lavoro="share_with_employer", ricerca="research",
     partecipazione="programme_participation",
 )  # fmt: skip
-METHODS = _codes(
+METHODS = code_table(
     ("written", "verbal_recorded", "electronic"),
     scritto="written", verbale="verbal_recorded", elettronico="electronic",
 )  # fmt: skip
-SETTINGS = _codes(("community", "custodial"), comunita="community", comunità="community",
+SETTINGS = code_table(("community", "custodial"), comunita="community", comunità="community",
                   carcere="custodial")  # fmt: skip
-PERIODS = _codes(("am", "pm", "full_day", "evening"), mattina="am", pomeriggio="pm",
+PERIODS = code_table(("am", "pm", "full_day", "evening"), mattina="am", pomeriggio="pm",
                  giornata_intera="full_day", sera="evening")  # fmt: skip
-THEMES = _codes(
+THEMES = code_table(
     ("communication", "values_and_beliefs", "making_a_change", "cv_and_interview", "market_place",
      "judgement_and_respect", "victim_awareness", "offender_behaviour",
      "communication_and_teamwork", "respect", "goal_setting", "restorative_justice",
@@ -77,13 +75,13 @@ THEMES = _codes(
     rispetto="respect", obiettivi="goal_setting", giustizia_riparativa="restorative_justice",
     esperienza_lavorativa="work_experience", consegna_attestati="graduation",
 )  # fmt: skip
-ABSENCES = _codes(
+ABSENCES = code_table(
     ("illness", "legal_visit", "prison_regime", "transferred", "released", "refused", "work",
      "unknown"),
     malattia="illness", udienza="legal_visit", trasferito="transferred", rifiuto="refused",
     lavoro="work", sconosciuto="unknown",
 )  # fmt: skip
-EMPLOYMENT = _codes(
+EMPLOYMENT = code_table(
     ("full_time", "part_time", "trial_position", "job_contract", "job_scholarship",
      "work_placement", "internship_day", "self_employment", "social_enterprise"),
     tempo_pieno="full_time", contratto="job_contract", periodo_di_prova="trial_position",

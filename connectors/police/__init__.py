@@ -21,7 +21,15 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from connectors.framework import Column, Connector, CsvReader, Emit, Row, local_midnight
+from connectors.framework import (
+    Column,
+    Connector,
+    CsvReader,
+    Emit,
+    Row,
+    code_table,
+    local_midnight,
+)
 from hub.publisher import subject
 
 AGENCY = "police"
@@ -29,15 +37,8 @@ SOURCE_SYSTEM = "corvus"
 ZONE = "Europe/London"
 
 
-def _codes(hub_codes: Iterator[str] | tuple[str, ...], **aliases: str) -> dict[str, str]:
-    """Source codes -> hub codes: every hub code as itself (any case, spaces for underscores)
-    plus CORVUS' own codes."""
-    table = {code: code for code in hub_codes}
-    table.update(aliases)
-    return table
 
-
-GENDERS = _codes(
+GENDERS = code_table(
     ("female", "male", "other", "not_stated"),
     M="male",
     F="female",
@@ -45,14 +46,14 @@ GENDERS = _codes(
     U="not_stated",
     N="not_stated",
 )
-BANDS = _codes(("high", "medium", "low"), H="high", M="medium", L="low")
-SELECTION = _codes(
+BANDS = code_table(("high", "medium", "low"), H="high", M="medium", L="low")
+SELECTION = code_table(
     ("matrix_score", "manual_addition", "prolific_definition"),
     MATRIX="matrix_score",
     MANUAL="manual_addition",
     PROLIFIC="prolific_definition",
 )
-EXIT_REASONS = _codes(
+EXIT_REASONS = code_table(
     (
         "moved_out_of_force_area",
         "moved_borough",
@@ -70,7 +71,7 @@ EXIT_REASONS = _codes(
     DECEASED="deceased",
     OTHER="other",
 )
-OFFENCES = _codes(
+OFFENCES = code_table(
     (
         "manslaughter",
         "firearm_possession",
@@ -109,7 +110,7 @@ OFFENCES = _codes(
     DV="domestic_violence",
 )
 OFFENCES["Breach of exclusion zone"] = "breach_of_order"  # Peter's case, REQUIREMENTS §2.3 B
-OUTCOMES = _codes(
+OUTCOMES = code_table(
     (
         "charged",
         "released_no_further_action",
@@ -122,7 +123,7 @@ OUTCOMES = _codes(
     NFA="released_no_further_action",
     RUI="released_under_investigation",
 )
-ADDRESS_KINDS = _codes(
+ADDRESS_KINDS = code_table(
     (
         "home",
         "family_home",

@@ -22,7 +22,7 @@ the same case-system event exported again with other content is a correction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from connectors.framework import (
     RecordError,
     Row,
     Summary,
+    code_table,
     local_midnight,
 )
 from hub.publisher import Publisher, subject
@@ -43,25 +44,21 @@ ZONE = "Europe/London"
 SOURCE_SYSTEM = "probation-case"
 
 
-def _codes(hub_codes: Iterable[str], **aliases: str) -> dict[str, str]:
-    """Case-system codes -> hub codes: every hub code as itself, plus the system's own."""
-    return {**{c: c for c in hub_codes}, **aliases}
-
 
 PROVIDERS = {"CRC": "probation_crc", "NPS": "probation_nps", "TRUST": "probation_trust",
              "probation_crc": "probation_crc", "probation_nps": "probation_nps",
              "probation_trust": "probation_trust"}  # fmt: skip
-BASES = _codes(
+BASES = code_table(
     ("licence", "post_sentence_supervision", "community_order", "suspended_sentence_order"),
     LIC="licence", PSS="post_sentence_supervision", CO="community_order",
     SSO="suspended_sentence_order",
 )  # fmt: skip
-ROSH = _codes(("low", "medium", "high", "very_high"))
-TRANSFER_REASONS = _codes(
+ROSH = code_table(("low", "medium", "high", "very_high"))
+TRANSFER_REASONS = code_table(
     ("organisational_change", "risk_level_changed", "relocation", "reallocation"),
     TR_SPLIT="organisational_change", ROSH_CHANGE="risk_level_changed",
 )  # fmt: skip
-CONDITION_TYPES = _codes(
+CONDITION_TYPES = code_table(
     (
         "reside_at",
         "non_association",
@@ -83,34 +80,34 @@ CONDITION_TYPES = _codes(
     NO_CONTACT="no_victim_contact",
     PROGRAMME="programme_attendance",
 )
-ADDRESS_KINDS = _codes(
+ADDRESS_KINDS = code_table(
     ("home", "family_home", "approved_premises", "hostel", "supported_housing", "night_shelter",
      "no_fixed_abode"),
     AP="approved_premises", NFA="no_fixed_abode", FAMILY="family_home",
 )  # fmt: skip
-BREACH_TYPES = _codes(
+BREACH_TYPES = code_table(
     ("exclusion_zone", "non_association", "curfew", "residence", "failure_to_attend", "absconded",
      "electronic_monitoring", "further_offence", "drug_test", "other"),
     FTA="failure_to_attend", ABSCOND="absconded", TAG="electronic_monitoring",
     NON_ASSOC="non_association",
 )  # fmt: skip
-BREACH_ACTIONS = _codes(
+BREACH_ACTIONS = code_table(
     ("warning", "arrest", "recall", "return_to_court", "no_further_action"),
     COURT="return_to_court", NFA="no_further_action",
 )  # fmt: skip
-RECALL_TYPES = _codes(("fixed_term", "standard", "revocation"), FTR="fixed_term")
-PROGRAMMES = _codes(
+RECALL_TYPES = code_table(("fixed_term", "standard", "revocation"), FTR="fixed_term")
+PROGRAMMES = code_table(
     ("mentoring", "lcp", "drug_services", "mental_health", "housing", "employment_support",
      "debt_advice"),
     DRUGS="drug_services", EMPLOYMENT="employment_support", DEBT="debt_advice",
 )  # fmt: skip
-PATHWAYS = _codes(
+PATHWAYS = code_table(
     ("accommodation", "education_training_employment", "health", "drugs_alcohol",
      "finance_benefit_debt", "children_families", "attitudes_thinking_behaviour"),
     ETE="education_training_employment", FINANCE="finance_benefit_debt",
     FAMILY="children_families", ATTITUDES="attitudes_thinking_behaviour",
 )  # fmt: skip
-RECEIVERS = _codes(("mals", "kmbc", "drug_service", "police", "hmp_liverpool"),
+RECEIVERS = code_table(("mals", "kmbc", "drug_service", "police", "hmp_liverpool"),
                    DRUG_SERVICE="drug_service")  # fmt: skip
 
 

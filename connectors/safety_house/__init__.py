@@ -29,7 +29,7 @@ Windows-1252 (said in the summary).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from connectors.framework import (
     Record,
     Row,
     Summary,
+    code_table,
     local_midnight,
 )
 from hub.publisher import Publisher, subject
@@ -51,11 +52,8 @@ DATES = ("%d-%m-%Y", "%Y-%m-%d")
 DATETIMES = ("%d-%m-%Y %H:%M", "%d-%m-%Y %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M")
 
 
-def _codes(hub_codes: Iterable[str], **dutch: str) -> dict[str, str]:
-    return {**{c: c for c in hub_codes}, **dutch}
 
-
-ORGANISATIONS = _codes(
+ORGANISATIONS = code_table(
     ("safety_house", "nl_police", "nl_prosecutor", "nl_probation", "hague_municipality",
      "hague_aftercare", "nl_health", "nl_housing"),
     veiligheidshuis="safety_house", politie="nl_police", om="nl_prosecutor",
@@ -64,52 +62,52 @@ ORGANISATIONS = _codes(
     zorg="nl_health", ggz="nl_health", verslavingszorg="nl_health",
     woningcorporatie="nl_housing", wonen="nl_housing",
 )  # fmt: skip
-NEEDS = _codes(
+NEEDS = code_table(
     ("nl_sh_housing", "nl_sh_domestic_violence", "nl_sh_children", "nl_sh_drugs_dependency"),
     wonen="nl_sh_housing", huisvesting="nl_sh_housing", huiselijk_geweld="nl_sh_domestic_violence",
     kinderen="nl_sh_children", verslaving="nl_sh_drugs_dependency",
     werk="education_training_employment", financien="finance_benefit_debt",
     schulden="finance_benefit_debt", gezondheid="health", gedrag="attitudes_thinking_behaviour",
 )  # fmt: skip
-PROGRAMMES = _codes(
+PROGRAMMES = code_table(
     ("adult", "youth", "group", "domestic_violence", "aftercare"),
     volwassenen="adult", jeugd="youth", groep="group", huiselijk_geweld="domestic_violence",
     nazorg="aftercare",
 )  # fmt: skip
-TERMS = _codes(("pre_release", "short_term", "long_term"),
+TERMS = code_table(("pre_release", "short_term", "long_term"),
                voor_vrijlating="pre_release", kort="short_term", lang="long_term")  # fmt: skip
-APPROACHES = _codes(
+APPROACHES = code_table(
     ("punishment", "treatment_with_conditional_punishment", "treatment"),
     straffen="punishment", zorg_met_drang="treatment_with_conditional_punishment",
     drang="treatment_with_conditional_punishment", zorg="treatment",
 )  # fmt: skip
-STATUSES = _codes(
+STATUSES = code_table(
     ("planned", "in_progress", "achieved", "missed", "blocked", "cancelled"),
     gepland="planned", bezig="in_progress", behaald="achieved", gemist="missed",
     geblokkeerd="blocked", vervallen="cancelled",
 )  # fmt: skip
-DECISIONS = _codes(("continue", "close", "return_to_system"),
+DECISIONS = code_table(("continue", "close", "return_to_system"),
                    doorgaan="continue", afsluiten="close",
                    terug_naar_regulier="return_to_system")  # fmt: skip
-ORDERS = _codes(
+ORDERS = code_table(
     ("spatial_restraining_order", "area_ban", "temporary_domestic_exclusion_order"),
     gebiedsverbod="area_ban", locatieverbod="spatial_restraining_order",
     tijdelijk_huisverbod="temporary_domestic_exclusion_order",
 )  # fmt: skip
-AC_AREAS = _codes(
+AC_AREAS = code_table(
     ("nl_ac_identity_papers", "nl_ac_accommodation", "nl_ac_income", "nl_ac_debt", "nl_ac_care"),
     identiteitsbewijs="nl_ac_identity_papers", huisvesting="nl_ac_accommodation",
     onderdak="nl_ac_accommodation", inkomen="nl_ac_income", schulden="nl_ac_debt",
     zorg="nl_ac_care",
 )  # fmt: skip
-AC_NEEDS = _codes(
+AC_NEEDS = code_table(
     ("no_identity_papers", "homeless", "no_income", "debt", "mental_health_support",
      "physical_health", "drug_dependency", "alcohol_dependency", "employment"),
     geen_identiteitsbewijs="no_identity_papers", dakloos="homeless", geen_inkomen="no_income",
     schulden="debt", psychische_zorg="mental_health_support", lichamelijke_zorg="physical_health",
     drugsverslaving="drug_dependency", alcoholverslaving="alcohol_dependency", werk="employment",
 )  # fmt: skip
-SUPPORT_ITEMS = _codes(
+SUPPORT_ITEMS = code_table(
     ("supermarket_coupons", "debit_card", "travel_coupons", "homelessness_team_referral",
      "night_shelter_place", "identity_papers_application", "benefits_application"),
     supermarktbonnen="supermarket_coupons", betaalpas="debit_card", reisbonnen="travel_coupons",
@@ -117,8 +115,8 @@ SUPPORT_ITEMS = _codes(
     nachtopvang="night_shelter_place", aanvraag_identiteitsbewijs="identity_papers_application",
     aanvraag_uitkering="benefits_application",
 )  # fmt: skip
-ROUTES = _codes(("housing", "work"), wonen="housing", werk="work")
-ROUTE_OUTCOMES = _codes(
+ROUTES = code_table(("housing", "work"), wonen="housing", werk="work")
+ROUTE_OUTCOMES = code_table(
     ("housed", "job_contract", "trial_position", "training", "ended_without_outcome", "withdrew",
      "returned_to_prison"),
     gehuisvest="housed", arbeidscontract="job_contract", proefplaatsing="trial_position",
