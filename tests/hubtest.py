@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from hub import bootstrap
+from hub import bootstrap, demo
 from hub.adapters.kafka import SafeProducer, producer_config
 from hub.publisher import Publisher
 from hub.settings import RouterSettings, Settings
@@ -155,26 +154,12 @@ class TopicTail:
         self._consumer.close()
 
 
-class LiveRouter:
+class LiveRouter(demo.LiveRouter):
     """The router in a background thread for the length of a test; ``wait(n)`` returns once it
     has consumed and committed ``n`` input records."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.router, self.bus = bootstrap.build_router(settings)
-        self._stop = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.router.run(self.bus, self._stop.is_set)
-        except BaseException as exc:  # noqa: BLE001 - reported by wait()
-            self._error = exc
-        finally:
-            self.bus.close()
-
     def __enter__(self) -> LiveRouter:
-        self._thread.start()
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -184,8 +169,8 @@ class LiveRouter:
     def wait(self, received: int, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._error is not None:
-                raise AssertionError(f"router failed: {self._error!r}")
+            if self.error is not None:
+                raise AssertionError(f"router failed: {self.error!r}")
             stats = self.router.stats
             if stats.received >= received and stats.batches and not self.bus.in_transaction:
                 return
